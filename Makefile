@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a machine with Python 3.11 and pip:
+#   make demo   build a layer, solve a batch, print a gradient and its FD check
+#   make test   run the whole test suite
+# Both create (or reuse) the virtual environment .venv and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: demo test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-core: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(VENV)/.installed-core
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed-core
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/choose_solver.py
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff pyright
+	$(VENV)/bin/ruff check conelayers tests examples benchmarks
+	$(VENV)/bin/pyright conelayers
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,416 @@
+"""CVXPY problem → :class:`ParametricConeProgram`. The only module touching
+CVXPY internals, so that an upstream change breaks one file.
+
+How it works (CVXPY 1.9):
+
+* ``problem.get_problem_data(solver=cp.DIFFCP)`` runs CVXPY's chain for a
+  cone program in SCS form without quadratic objective (quadratic terms become
+  second-order cones, power atoms become SOC representations). Its
+  ``ParamConeProg`` holds the raw tensor ``A`` of shape ``(m(n+1), p+1)``: times
+  θ̃ it gives [A_cvx | b] column-major, with A_scs = −A_cvx; and ``q``, with
+  ``[c; d] = q θ̃``.
+* The user's parameters map to CVXPY's θ through a sparse matrix E, folded into
+  C once: identity for plain parameters (column-major), the average of the two
+  triangles for symmetric/PSD/NSD ones (which CVXPY stores by their upper
+  triangle), the diagonal or the pattern for ``diag``/``sparsity``.
+* R for primal variables comes from ``var_id_to_col`` (plus CVXPY's
+  upper-triangle fill matrix for symmetric variables). For dual variables R is
+  *measured*: CVXPY's own inverse chain is linear in y and moves each entry
+  (possibly scaled) to one place, so three probe vectors y (ones, 1..m, and a
+  random one to check) give the index and scale of every output entry. This
+  keeps us right about every cone's dual convention without re-deriving it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
+from cvxpy.constraints import SOC, ExpCone, PowCone3D, PowConeND
+from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
+
+from ._cones import ConeLayout
+from ._dpp import dpp_error_message, is_compliant
+from ._errors import DPPError, ParameterError
+from ._program import OutputMap, ParameterSpec, ParametricConeProgram
+
+__all__ = ["canonicalize"]
+
+_SYMMETRIC_ATTRS = ("symmetric", "PSD", "NSD", "hermitian")
+# Declared attributes of a parameter that its values are checked against.
+_CHECKED_ATTRS = ("nonneg", "nonpos", "pos", "neg", "symmetric", "PSD", "NSD", "diag",
+                  "sparsity", "integer", "boolean", "bounds")
+
+
+def canonicalize(
+    problem: cp.Problem,
+    parameters: Sequence[cp.Parameter],
+    variables: Sequence[cp.Variable],
+    *,
+    gp: bool = False,
+) -> ParametricConeProgram:
+    """Canonicalize ``problem`` once into the maps C and R.
+
+    Parameters
+    ----------
+    problem : cvxpy.Problem
+        A DPP problem (DGP+DPP when ``gp``).
+    parameters : sequence of cvxpy.Parameter
+        Exactly ``problem.parameters()``, in the order values will be passed.
+    variables : sequence of cvxpy.Variable
+        The outputs: problem variables and/or constraint dual variables
+        (``constraint.dual_variables[i]``), in any order.
+    gp : bool
+        Treat ``problem`` as a geometric program (solved in log space).
+
+    Raises
+    ------
+    DPPError
+        The problem is not DPP (the message says which part and why).
+    ParameterError
+        ``parameters`` or ``variables`` do not match the problem.
+    NotImplementedError
+        A feature the layer cannot differentiate (power cones, integer or
+        complex variables).
+    """
+    parameters, variables = _check_arguments(problem, parameters, variables, gp)
+    if not is_compliant(problem, gp=gp):
+        raise DPPError(dpp_error_message(problem, gp=gp))
+    if any(v.attributes["boolean"] or v.attributes["integer"] for v in problem.variables()):
+        raise NotImplementedError(
+            "`problem` has integer or boolean variables; a layer needs a convex problem "
+            "(its solution map is not differentiable otherwise). Relax them to "
+            "continuous variables."
+        )
+    if any(leaf.is_complex() for leaf in problem.variables() + problem.parameters()):
+        raise NotImplementedError(
+            "`problem` has complex variables or parameters, which conelayers does not "
+            "support yet. Split them into real and imaginary parts."
+        )
+
+    gp_log_params: dict[int, cp.Parameter] = {}
+    gp_var_ids: dict[int, int] = {}
+    target, dgp2dcp, dgp_inverse = problem, None, None
+    if gp:
+        dgp2dcp = Dgp2Dcp(problem)
+        target, dgp_inverse = dgp2dcp.apply(problem)
+        gp_log_params = {p.id: lp for p, lp in dgp2dcp.canon_methods._parameters.items()}
+        gp_var_ids = {k: v[0] for k, v in dgp2dcp.var_id_map.items()}
+
+    data, chain, inverse_data = target.get_problem_data(solver=cp.DIFFCP, enforce_dpp=True)
+    param_prob = data[cp.settings.PARAM_PROB]
+    for kind in (PowCone3D, PowConeND):
+        if param_prob.constr_map.get(kind):
+            raise NotImplementedError(
+                "`problem` needs power cones, whose projection diffcp cannot "
+                "differentiate. Write powers with atoms CVXPY expresses by second-order "
+                "cones (e.g. `power(x, p)` with rational p, `pnorm`) instead of "
+                "explicit `PowCone3D`/`PowConeND` constraints."
+            )
+
+    dims = data["dims"]
+    layout = ConeLayout.from_dims(
+        zero=dims.zero, nonneg=dims.nonneg, soc=tuple(dims.soc), psd=tuple(dims.psd),
+        exp=dims.exp, exp_dual=getattr(dims, "exp_dual", 0) or 0,
+    )
+    n = int(param_prob.x.size)
+    m = layout.dim
+
+    # -- C --------------------------------------------------------------------
+    param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
+    specs, E = _parameter_embedding(parameters, param_prob, param_id_map, gp_log_params)
+    T = sp.csr_array(param_prob.A)  # (m (n+1), P + 1), rows column-major over [A_cvx | b]
+    assert T.shape[0] == m * (n + 1), "unexpected CVXPY tensor shape; please report this bug"
+    row_nnz = np.diff(T.indptr)
+    a_rows = np.flatnonzero(row_nnz[: m * n] > 0)  # ascending = CSC order of A
+    A_indices = (a_rows % m).astype(np.int32)
+    A_indptr = np.searchsorted(a_rows // m, np.arange(n + 1)).astype(np.int32)
+    q = sp.csr_array(param_prob.q)
+    stacked = sp.vstack([-T[a_rows], T[m * n :], q[:n], q[n : n + 1]], format="csr")
+    C = sp.csr_array(stacked @ E)
+    C.sum_duplicates()
+
+    # -- R --------------------------------------------------------------------
+    var_id_map = {k: v[0] for k, v in chain.compose_var_id_map().items()}
+    sizes = {v.id: v.size for v in param_prob.variables}
+    primal_ids = {v.id for v in problem.variables()}
+    duals = _dual_owners(problem)
+    probes = None
+    outputs = []
+    for var in variables:
+        if var.id in primal_ids:
+            vid = gp_var_ids.get(var.id, var.id)
+            vid = var_id_map.get(vid, vid)
+            if vid not in param_prob.var_id_to_col:
+                raise NotImplementedError(
+                    f"variable `{var}` was eliminated by CVXPY's canonicalization, so "
+                    "the layer cannot return it; please report this problem."
+                )
+            R = _primal_recovery(var, param_prob.var_id_to_col[vid], sizes[vid], n + m)
+            outputs.append(OutputMap(str(var), var.shape, R, exp=gp))
+        else:
+            if probes is None:
+                probes = _probe_duals(chain, inverse_data, dgp2dcp, dgp_inverse, n, m)
+            con, k = duals[var.id]
+            R = _dual_recovery(con, k, probes, n, m)
+            outputs.append(OutputMap(f"{var} (dual of {con})", var.shape, R, dual=True))
+
+    sign = -1.0 if isinstance(problem.objective, cp.Maximize) else 1.0
+    return ParametricConeProgram(
+        n=n, m=m, layout=layout, A_indices=A_indices, A_indptr=A_indptr, C=C,
+        parameters=tuple(specs), outputs=tuple(outputs), objective_sign=sign, gp=gp,
+    )
+
+
+# ---------------------------------------------------------------------------
+# argument checks
+
+
+def _check_arguments(
+    problem: Any, parameters: Any, variables: Any, gp: bool
+) -> tuple[list[cp.Parameter], list[cp.Variable]]:
+    if not isinstance(problem, cp.Problem):
+        raise ParameterError(
+            f"`problem` must be a cvxpy.Problem; got {type(problem).__name__}."
+        )
+    if not isinstance(gp, bool):
+        raise ParameterError(f"`gp` must be True or False; got {gp!r}.")
+    for name, value in (("parameters", parameters), ("variables", variables)):
+        if not isinstance(value, (list, tuple)):
+            raise ParameterError(
+                f"`{name}` must be a list or tuple; got {type(value).__name__}. "
+                f"Pass e.g. `{name}=[{'p' if name == 'parameters' else 'x'}]`."
+            )
+    for i, p in enumerate(parameters):
+        if not isinstance(p, cp.Parameter):
+            raise ParameterError(
+                f"`parameters[{i}]` must be a cvxpy.Parameter; got {type(p).__name__} ({p})."
+            )
+    ids = [p.id for p in parameters]
+    if len(set(ids)) != len(ids):
+        raise ParameterError("`parameters` lists the same parameter more than once.")
+    expected = {p.id: p for p in problem.parameters()}
+    missing = [str(p) for pid, p in expected.items() if pid not in ids]
+    extra = [str(p) for p in parameters if p.id not in expected]
+    if missing or extra:
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(missing)}")
+        if extra:
+            detail.append(f"not in the problem: {', '.join(extra)}")
+        raise ParameterError(
+            "`parameters` must list exactly the parameters of `problem` "
+            f"(problem.parameters(): {[str(p) for p in expected.values()]}); "
+            f"got {[str(p) for p in parameters]} ({'; '.join(detail)})."
+        )
+    if not variables:
+        raise ParameterError("`variables` is empty; list at least one output variable.")
+    primal = {v.id for v in problem.variables()}
+    duals = _dual_owners(problem)
+    for i, v in enumerate(variables):
+        if not isinstance(v, cp.Variable):
+            raise ParameterError(
+                f"`variables[{i}]` must be a cvxpy.Variable; got {type(v).__name__} ({v})."
+            )
+        if v.id not in primal and v.id not in duals:
+            raise ParameterError(
+                f"`variables[{i}]` ({v}) is neither a variable of `problem` nor the dual "
+                "variable of one of its constraints (`constraint.dual_variables[0]`). "
+                f"The problem's variables are {[str(x) for x in problem.variables()]}."
+            )
+    if gp and any(v.id in duals for v in variables):
+        raise NotImplementedError(
+            "dual variables as outputs of a geometric program (gp=True) are not "
+            "supported; request primal variables only."
+        )
+    return list(parameters), list(variables)
+
+
+def _dual_owners(problem: cp.Problem) -> dict[int, tuple[cp.Constraint, int]]:
+    """Dual variable id → (its constraint, its index in ``dual_variables``)."""
+    return {
+        dv.id: (con, k)
+        for con in problem.constraints
+        for k, dv in enumerate(con.dual_variables)
+    }
+
+
+# ---------------------------------------------------------------------------
+# parameters: the user's values → CVXPY's θ
+
+
+def _parameter_embedding(
+    parameters: list[cp.Parameter],
+    param_prob: Any,
+    param_id_map: dict[int, int],
+    gp_log_params: dict[int, cp.Parameter],
+) -> tuple[list[ParameterSpec], sp.csr_array]:
+    """Specs of the user's parameters and E: [θ_user; 1] ↦ [θ_cvxpy; 1]."""
+    specs = []
+    rows, cols, vals = [], [], []
+    offset = 0
+    for p in parameters:
+        shape = tuple(int(d) for d in p.shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        pid = gp_log_params[p.id].id if p.id in gp_log_params else p.id
+        pid = param_id_map.get(pid, pid)
+        checks = tuple(a for a in _CHECKED_ATTRS if p.attributes.get(a) not in (None, False))
+        mask = None
+        if pid in param_prob.param_id_to_col:
+            col = param_prob.param_id_to_col[pid]
+            red = int(param_prob.param_id_to_size[pid])
+            r, c, v, mask = _lowering(p, shape, size, red)
+            rows.append(col + r)
+            cols.append(offset + c)
+            vals.append(v)
+        specs.append(
+            ParameterSpec(str(p.name()), shape, offset, checks, log=p.id in gp_log_params,
+                          mask=mask)
+        )
+        offset += size
+    total = int(param_prob.total_param_size)
+    rows.append(np.array([total]))  # constant column → constant column
+    cols.append(np.array([offset]))
+    vals.append(np.array([1.0]))
+    E = sp.csr_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(total + 1, offset + 1),
+    )
+    return specs, E
+
+
+def _lowering(p: cp.Parameter, shape: tuple[int, ...], size: int, reduced: int):
+    """Entries (row, col, value) of the map vec_F(value) → CVXPY's reduced θ."""
+    if reduced == size:
+        idx = np.arange(size)
+        return idx, idx, np.ones(size), None
+    attrs = p.attributes
+    if any(attrs.get(a) for a in _SYMMETRIC_ATTRS) and len(shape) == 2:
+        k = shape[0]
+        i, j = np.triu_indices(k)  # CVXPY's order: row-major upper triangle
+        assert i.size == reduced, "unexpected reduced size; please report this bug"
+        # θ_t = (V_ij + V_ji)/2: the symmetric extension, whose adjoint spreads a
+        # gradient evenly over both triangles (correct for any symmetric perturbation).
+        t = np.arange(reduced)
+        rows = np.concatenate([t, t])
+        cols = np.concatenate([i + j * k, j + i * k])
+        vals = np.full(2 * reduced, 0.5)
+        return rows, cols, vals, None
+    if attrs.get("diag") and len(shape) == 2:
+        k = shape[0]
+        t = np.arange(k)
+        mask = np.eye(k, dtype=bool)
+        return t, t + t * k, np.ones(k), mask
+    if attrs.get("sparsity") is not None and getattr(p, "sparse_idx", None) is not None:
+        flat = np.ravel_multi_index(p.sparse_idx, shape, order="F")
+        assert flat.size == reduced, "unexpected reduced size; please report this bug"
+        mask = np.zeros(shape, dtype=bool)
+        mask[p.sparse_idx] = True
+        return np.arange(reduced), flat, np.ones(reduced), mask
+    raise NotImplementedError(
+        f"parameter `{p.name()}` has attributes {sorted(a for a in attrs if attrs[a])} that "
+        "change how CVXPY stores it, in a way conelayers does not know; declare it "
+        "without them."
+    )
+
+
+# ---------------------------------------------------------------------------
+# outputs: (x, y) → the user's variables
+
+
+def _primal_recovery(var: cp.Variable, col: int, seg: int, width: int) -> sp.csr_array:
+    """R for a primal variable: rows = vec_F(var), columns = [x; y]."""
+    size = var.size
+    attrs = var.attributes
+    if seg == size:
+        R = sp.csr_array((np.ones(size), (np.arange(size), col + np.arange(size))),
+                         shape=(size, width))
+    elif any(attrs.get(a) for a in _SYMMETRIC_ATTRS) and var.ndim == 2:
+        fill = sp.coo_array(upper_tri_to_full(var.shape[0]))  # (k², seg)
+        R = sp.csr_array((fill.data, (fill.row, col + fill.col)), shape=(size, width))
+    elif attrs.get("diag") and var.ndim == 2:
+        k = var.shape[0]
+        t = np.arange(k)
+        R = sp.csr_array((np.ones(k), (t + t * k, col + t)), shape=(size, width))
+    elif attrs.get("sparsity") is not None and var.sparse_idx is not None:
+        flat = np.ravel_multi_index(var.sparse_idx, var.shape, order="F")
+        R = sp.csr_array((np.ones(seg), (flat, col + np.arange(seg))), shape=(size, width))
+    else:
+        raise NotImplementedError(
+            f"variable `{var}` is stored by CVXPY in a reduced form conelayers does not "
+            "know; declare it without its special attributes."
+        )
+    return R
+
+
+def _probe_duals(chain, inverse_data, dgp2dcp, dgp_inverse, n: int, m: int):
+    """Run CVXPY's inverse chain on probe duals y; return the three outcomes."""
+    rng = np.random.default_rng(20261122)
+    random = rng.uniform(1.0, 2.0, size=m)
+    outcomes = []
+    for y in (np.ones(m), np.arange(1.0, m + 1.0), random):
+        raw = {
+            "x": np.zeros(n), "y": y.copy(), "s": np.zeros(m), "solve_method": "SCS",
+            "info": {"status_val": 1, "solve_time": 0.0, "setup_time": 0.0, "iter": 0,
+                     "pobj": 0.0},
+        }
+        solution = chain.invert(raw, inverse_data)
+        if dgp2dcp is not None:
+            solution = dgp2dcp.invert(solution, dgp_inverse)
+        outcomes.append(solution.dual_vars)
+    return outcomes, random
+
+
+def _split_dual(con: cp.Constraint, k: int, value: np.ndarray) -> np.ndarray:
+    """The part of a constraint's dual value that belongs to ``dual_variables[k]``.
+
+    Mirrors ``save_dual_value`` of the constraints with several dual variables
+    (CVXPY's ``SOC`` and ``ExpCone``), without touching the user's objects.
+    """
+    dv = con.dual_variables[k]
+    value = np.asarray(value, dtype=np.float64)
+    if isinstance(con, SOC):
+        rows = np.reshape(value, (-1, con._cone_size()))
+        part = rows[:, 0] if k == 0 else rows[:, 1:]
+        if k == 1:
+            part = part[0, 0] if len(con.args[1].shape) == 0 else (part.T if con.axis == 0
+                                                                   else part)
+        return np.reshape(np.asarray(part), dv.shape, order="F")
+    if isinstance(con, ExpCone):
+        rows = np.reshape(value, (-1, 3))
+        return np.reshape(rows[:, k], dv.shape, order="F")
+    if len(con.dual_variables) != 1:
+        raise NotImplementedError(
+            f"constraint `{con}` ({type(con).__name__}) has several dual variables; "
+            "conelayers cannot return them separately yet."
+        )
+    return np.reshape(value, dv.shape, order="F")
+
+
+def _dual_recovery(con: cp.Constraint, k: int, probes, n: int, m: int) -> sp.csr_array:
+    """R for a dual variable, measured from CVXPY's inverse chain (see module doc)."""
+    (ones, index, rand), r = probes
+    if con.id not in ones:
+        raise NotImplementedError(
+            f"CVXPY reports no dual value for constraint `{con}`; conelayers cannot "
+            "return its dual variable."
+        )
+    scale = _split_dual(con, k, ones[con.id]).ravel(order="F")
+    coded = _split_dual(con, k, index[con.id]).ravel(order="F")
+    check = _split_dual(con, k, rand[con.id]).ravel(order="F")
+    nz = np.abs(scale) > 1e-12
+    idx = np.zeros(scale.size, dtype=np.intp)
+    idx[nz] = np.rint(coded[nz] / scale[nz]).astype(np.intp) - 1
+    ok = (idx >= 0) & (idx < m)
+    ok &= np.allclose(check[nz], scale[nz] * r[np.clip(idx[nz], 0, m - 1)], rtol=1e-10)
+    if not np.all(ok[nz]) or not np.allclose(coded[~nz], 0) or not np.allclose(check[~nz], 0):
+        raise NotImplementedError(
+            f"the dual variable of constraint `{con}` is not a rearrangement of the "
+            "cone program's dual, which conelayers relies on; please report this problem."
+        )
+    rows = np.flatnonzero(nz)
+    return sp.csr_array((scale[nz], (rows, n + idx[nz])), shape=(scale.size, n + m))

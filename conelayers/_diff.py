@@ -1,0 +1,367 @@
+"""Derivative, adjoint and refinement of a cone program's solution.
+
+Notation (Agrawal, Barratt, Boyd, Busseti, Moursi, "Differentiating through a
+cone program", 2019; diffcp). At a solution (x, y, s) of
+
+    minimize cᵀx  subject to  Ax + s = b,  s ∈ K          (dual y ∈ K*)
+
+let z = (u, v, w) = (x, y − s, 1), Π the projection onto ℝⁿ × K* × ℝ₊ (so that
+Π(z) = (x, y, 1) by Moreau), D = DΠ_{K*}(v), and
+
+    Q = [[ 0,  Aᵀ, c],        M = (Q − I)·DΠ(z) + I = [[  0,    AᵀD,   c],
+         [−A,  0,  b],                                 [ −A,  I − D,   b],
+         [−cᵀ, −bᵀ, 0]]                                [ −cᵀ,  −bᵀD,   0]].
+
+A solution is a zero of the residual map N(z) = (Q − I)Π(z) + z, and M = DN(z).
+Differentiating N = 0 gives M dz = −dQ Π(z). The solution tangent follows from
+
+    dx = du − x dw,   dy = D dv − y dw,   ds = D dv − dv − s dw.
+
+Forward mode (derivative):  (dA, db, dc) → g = dQ Π(z) → solve M dz = g
+                            → (dx, dy, ds) from −dz (as diffcp does).
+Reverse mode (adjoint):     (dx, dy, ds) → h = [dx; Dᵀ(dy + ds) − ds; −(xᵀdx + yᵀdy + sᵀds)]
+                            → solve Mᵀ r = h → dA_ij = Π_x,j r_y,i − Π_y,i r_x,j,
+                              db = Π_y r_w − r_y,  dc = Π_x r_w − r_x.
+
+M is singular at every solution: M z = N(z) = 0 and Π(z)ᵀ M = 0 (Q is skew and
+DΠ(z) z = DΠ(z) Π(z) = Π(z)). Both right-hand sides are compatible (Π(z)ᵀ g = 0
+because dQ is skew; zᵀ h = 0 by construction), and the part of dz along z
+(and of r along Π(z)) changes nothing above. So we solve the *bordered* system
+
+    K = [[M, Π(z)], [zᵀ, 0]]:   K [dz; λ] = [g; 0],   Kᵀ [r; μ] = [h; 0],
+
+nonsingular exactly when the null space of M is the line through z, i.e. when
+the solution map is differentiable there. One sparse LU of K per solution
+serves every JVP and VJP. Each solve is checked by its residual (with one step
+of iterative refinement). Where K is singular or its condition number exceeds
+1e12 (degenerate points: non-unique solutions, no strict complementarity) the
+minimum-norm least-squares solution is used, as diffcp does, with a
+DerivativeWarning.
+
+Refinement (Busseti, Moursi, Boyd, "Solution refinement at regular points of
+conic problems", 2019). The same K gives Newton's method on N: solve
+K [dz; λ] = [−N(z); 0], set z ← (z + dz)/w₊. Interior-point solvers stop with
+x accurate only to about √gap on problems whose quadratic terms became cones
+(3e-5 at Clarabel's defaults on a 2-variable QP); two or three Newton steps
+reach ~1e-15 at a regular point, and the last factorization is the one the
+derivative uses. A step is kept only if it reduces ‖N‖.
+
+diffcp's own solvers of the derivative equations (``lsqr``, ``lsmr``,
+``dense``) stay selectable as ``mode``; they share everything but the solve.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ._cones import ConeLayout
+from ._dproj import dproject_dual
+from ._errors import DerivativeWarning, ParameterError
+from ._typing import CSC, FloatArray, IntArray
+
+__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "refine"]
+
+
+class DerivativeMode(enum.Enum):
+    """How the linear system of the derivative is solved."""
+
+    exact = "exact"  # sparse LU of the bordered system (default)
+    lsqr = "lsqr"  # diffcp: LSQR on M, capped at 2N iterations
+    lsmr = "lsmr"  # diffcp: SciPy LSMR on M
+    dense = "dense"  # diffcp: dense normal equations
+
+    @classmethod
+    def parse(cls, value: object) -> DerivativeMode:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            accepted = ", ".join(repr(m.value) for m in cls)
+            raise ParameterError(
+                f"`mode` must be one of {accepted}; got {value!r}. 'exact' (the default) "
+                "solves the derivative equations exactly; the others are diffcp's "
+                "least-squares solvers."
+            ) from None
+
+
+# Residual of a linear solve (relative to its right-hand side) above which it
+# gets one step of iterative refinement, and above which the result is reported.
+_REFINE_RTOL = 1e-10
+_WARN_RTOL = 1e-6
+# Condition number of K above which the point counts as non-differentiable.
+_COND_LIMIT = 1e12
+# Largest bordered system solved densely (SVD least squares) at degenerate points.
+_DENSE_LSTSQ_MAX = 3000
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, DerivativeWarning, stacklevel=5)
+
+
+@dataclass(eq=False)
+class Linearization:
+    """The residual map N and its bordered Jacobian K at one point, factored.
+
+    ``residual`` is N(z) at z = (x, y − s, 1) with (x, y, s) the point the
+    linearization was taken at (y = Π_{K*}(y − s) is re-projected, so y ∈ K*
+    and s ∈ K hold exactly).
+    """
+
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    pi: FloatArray  # Π(z) = (x, y, 1)
+    z: FloatArray
+    D: sp.csr_array
+    residual: FloatArray
+    K: sp.csc_array | None = None
+    lu: object | None = None
+    index: int = 0
+    _cond: float | None = field(default=None, repr=False)
+    _Kt: sp.csc_array | None = field(default=None, repr=False)
+
+    @classmethod
+    def at(
+        cls, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, v: FloatArray,
+        layout: ConeLayout, index: int = 0,
+    ) -> Linearization:
+        """Evaluate N and D at z = (x, v, 1) (no factorization yet)."""
+        proj, D = dproject_dual(v, layout)
+        pi = np.concatenate([x, proj, [1.0]])
+        z = np.concatenate([x, v, [1.0]])
+        Qpi = np.concatenate([A.T @ proj + c, b - A @ x, [-(c @ x) - (b @ proj)]])
+        return cls(x, proj, proj - v, pi, z, D, Qpi - pi + z, index=index)
+
+    @property
+    def residual_norm(self) -> float:
+        return float(np.abs(self.residual).max())
+
+    def factor(self, A: CSC, b: FloatArray, c: FloatArray) -> None:
+        """Build K = [[M, Π(z)], [zᵀ, 0]] and its sparse LU (idempotent)."""
+        if self.K is not None:
+            return
+        m, n = A.shape
+        M = sp.bmat(
+            [
+                [None, A.T @ self.D, c[:, None]],
+                [-A, sp.eye_array(m) - self.D, b[:, None]],
+                [-c[None, :], -(b @ self.D)[None, :], None],
+            ],
+            format="csc",
+        )
+        self.K = sp.bmat([[M, self.pi[:, None]], [self.z[None, :], None]], format="csc")
+        try:
+            self.lu = spla.splu(self.K, permc_spec="COLAMD")
+        except RuntimeError:  # "Factor is exactly singular"
+            self.lu = None
+            self._cond = float("inf")
+
+    @property
+    def condition(self) -> float:
+        """1-norm condition estimate of K (inf when singular); computed once."""
+        if self._cond is None:
+            assert self.K is not None and self.lu is not None
+            lu = self.lu
+            inv = spla.LinearOperator(
+                self.K.shape, matvec=lambda v: lu.solve(v),  # type: ignore[attr-defined]
+                rmatvec=lambda v: lu.solve(v, trans="T"),  # type: ignore[attr-defined]
+                dtype=np.float64,
+            )
+            try:
+                est = float(spla.norm(self.K, 1) * spla.onenormest(inv))
+            except (ValueError, RuntimeError):  # onenormest needs a few columns
+                est = float(np.linalg.cond(self.K.toarray(), 1))
+            self._cond = est if np.isfinite(est) else float("inf")
+        return self._cond
+
+    @property
+    def regular(self) -> bool:
+        """Whether K is (numerically) nonsingular, i.e. the derivative exists."""
+        return self.lu is not None and self.condition <= _COND_LIMIT
+
+    def solve(self, rhs: FloatArray, transpose: bool = False, check: bool = True) -> FloatArray:
+        """Solve K [sol; λ] = [rhs; 0] (Kᵀ if ``transpose``) and return ``sol``.
+
+        Least squares (minimum norm) where K is singular or ill-conditioned.
+        """
+        assert self.K is not None
+        full = np.append(rhs, 0.0)
+        N = rhs.size
+        if self.lu is None or (check and self.condition > _COND_LIMIT):
+            return self._lstsq(full, transpose)[:N]
+        trans = "T" if transpose else "N"
+        if transpose and self._Kt is None:
+            self._Kt = sp.csc_array(self.K.T)
+        op = self._Kt if transpose else self.K
+        sol = self.lu.solve(full, trans=trans)  # type: ignore[attr-defined]
+        scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
+        res = full - op @ sol
+        if np.linalg.norm(res) > _REFINE_RTOL * scale:
+            sol = sol + self.lu.solve(res, trans=trans)  # type: ignore[attr-defined]
+            res = full - op @ sol
+        rel = float(np.linalg.norm(res)) / scale
+        if check and not rel <= _WARN_RTOL:
+            _warn(
+                f"the derivative solve at batch item {self.index} has relative residual "
+                f"{rel:.1e}; this item's gradient is inaccurate."
+            )
+        return sol[:N]
+
+    def _lstsq(self, full: FloatArray, transpose: bool) -> FloatArray:
+        assert self.K is not None
+        op = self.K.T if transpose else self.K
+        if op.shape[0] <= _DENSE_LSTSQ_MAX:
+            return np.linalg.lstsq(op.toarray(), full, rcond=None)[0]
+        return spla.lsqr(op, full, atol=1e-14, btol=1e-14, iter_lim=20 * op.shape[0])[0]
+
+
+def refine(
+    A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray,
+    layout: ConeLayout, *, max_steps: int = 3, index: int = 0,
+) -> Linearization:
+    """Newton refinement of a solution; returns the linearization at the result.
+
+    The returned :class:`Linearization` is factored (ready for derivatives),
+    unless the starting residual was already at rounding level and
+    ``max_steps`` is 0. Its ``x, y, s`` are the refined solution.
+    """
+    m, n = A.shape
+    lin = Linearization.at(A, b, c, x, y - s, layout, index)
+    if max_steps <= 0:
+        return lin
+    scale = 1.0 + max(np.abs(b).max(initial=0), np.abs(c).max(initial=0),
+                      np.abs(A.data).max(initial=0) * max(np.abs(x).max(initial=0),
+                                                          np.abs(y).max(initial=0)))
+    target = 1e-14 * scale
+    for _ in range(max_steps):
+        lin.factor(A, b, c)
+        if lin.residual_norm <= target or lin.lu is None:
+            break
+        dz = lin.solve(-lin.residual, check=False)
+        z_new = lin.z + dz
+        if not (np.isfinite(z_new).all() and z_new[-1] > 0):
+            break
+        z_new /= z_new[-1]
+        trial = Linearization.at(A, b, c, z_new[:n], z_new[n:-1], layout, index)
+        if not trial.residual_norm < lin.residual_norm:
+            break
+        progress = trial.residual_norm / lin.residual_norm
+        lin = trial
+        if progress > 0.5:  # no longer converging fast: stop at this better point
+            break
+    lin.factor(A, b, c)
+    return lin
+
+
+@dataclass(eq=False)
+class ItemDerivative:
+    """The derivative of the solution map at one solved item.
+
+    Build with :meth:`at` (or from a :class:`Linearization` that refinement
+    left behind); then :meth:`jvp` and :meth:`vjp` may be called any number of
+    times: the factorization is computed once and kept.
+    """
+
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    pi: FloatArray
+    D: sp.csr_array
+    rows: IntArray  # A's pattern: row index of each stored entry
+    cols: IntArray  # ... and its column index
+    solve: Callable[[FloatArray], FloatArray]  # dz with M dz = g
+    solve_t: Callable[[FloatArray], FloatArray]  # r with Mᵀ r = h
+
+    @classmethod
+    def at(
+        cls, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray,
+        s: FloatArray, layout: ConeLayout, mode: DerivativeMode = DerivativeMode.exact,
+        index: int = 0, linearization: Linearization | None = None,
+    ) -> ItemDerivative:
+        rows = A.indices.astype(np.intp)
+        cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        if mode is DerivativeMode.exact:
+            lin = linearization or Linearization.at(A, b, c, x, y - s, layout, index)
+            lin.factor(A, b, c)
+            if not lin.regular:
+                _warn(
+                    f"the derivative at batch item {index} does not exist (condition number "
+                    f"of the derivative system ≈ {lin.condition:.1e}): the solution is not "
+                    "unique or not strictly complementary there, e.g. a constraint is "
+                    "active with a zero multiplier. A minimum-norm least-squares "
+                    "derivative is used instead; treat this item's gradient with care."
+                )
+            return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, rows, cols,
+                       lambda g: lin.solve(g), lambda h: lin.solve(h, transpose=True))
+        proj, D = dproject_dual(y - s, layout)
+        pi = np.concatenate([x, proj, [1.0]])
+        solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, layout, mode)
+        return cls(x, y, s, pi, D, rows, cols, solve, solve_t)
+
+    def jvp(
+        self, dA: FloatArray, db: FloatArray, dc: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``jvp(dA (nnz,), db (m,), dc (n,)) -> (dx, dy, ds)``; dA on A's pattern."""
+        n, m = self.x.size, self.y.size
+        px, py = self.pi[:n], self.pi[n:-1]
+        dAmat = sp.csr_array((dA, (self.rows, self.cols)), shape=(m, n))
+        g = np.concatenate([dAmat.T @ py + dc, db - dAmat @ px, [-(dc @ px) - (db @ py)]])
+        if not np.any(g):
+            return np.zeros(n), np.zeros(m), np.zeros(m)
+        dz = self.solve(g)
+        du, dv, dw = dz[:n], dz[n:-1], dz[-1]
+        Ddv = self.D @ dv
+        return -(du - self.x * dw), -(Ddv - self.y * dw), -(Ddv - dv - self.s * dw)
+
+    def vjp(
+        self, dx: FloatArray, dy: FloatArray, ds: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``vjp(dx (n,), dy (m,), ds (m,)) -> (dA (nnz,), db (m,), dc (n,))``."""
+        n = self.x.size
+        dw = -(self.x @ dx + self.y @ dy + self.s @ ds)
+        h = np.concatenate([dx, self.D.T @ (dy + ds) - ds, [dw]])
+        if not np.any(h):
+            return np.zeros(self.rows.size), np.zeros(self.y.size), np.zeros(n)
+        r = self.solve_t(h)
+        rx, ry, rw = r[:n], r[n:-1], r[-1]
+        px, py = self.pi[:n], self.pi[n:-1]
+        dA = px[self.cols] * ry[self.rows] - py[self.rows] * rx[self.cols]
+        return dA, py * rw - ry, px * rw - rx
+
+
+def _diffcp_solvers(A, b, c, x, y, s, layout, mode):
+    """diffcp's solvers of M dz = g and Mᵀ r = h (its operators, its settings)."""
+    import diffcp._diffcp as _diffcp
+    import diffcp.cones as cone_lib
+
+    cones = cone_lib.parse_cone_dict_cpp(cone_lib.parse_cone_dict(layout.to_scs()))
+    m, n = A.shape
+    Q = sp.bmat(
+        [[None, A.T, c[:, None]], [-A, None, b[:, None]], [-c[None, :], -b[None, :], None]],
+        format="csc",
+    )
+    u, v, w = x, y - s, 1.0
+    if mode is DerivativeMode.dense:
+        Mdense = _diffcp.M_dense(Q.toarray(), cones, u, v, w)
+        MT = Mdense.T
+        return (lambda g: _diffcp._solve_derivative_dense(Mdense, MT, g),
+                lambda h: _diffcp._solve_adjoint_derivative_dense(Mdense, MT, h))
+    M = _diffcp.M_operator(sp.csc_matrix(Q), cones, u, v, w)
+    MT = M.transpose()
+    if mode is DerivativeMode.lsqr:
+        return (lambda g: _diffcp.lsqr(M, g).solution, lambda h: _diffcp.lsqr(MT, h).solution)
+    shape = (n + m + 1, n + m + 1)
+    Mop = spla.LinearOperator(shape, matvec=M.matvec, rmatvec=M.rmatvec, dtype=np.float64)
+    MTop = spla.LinearOperator(shape, matvec=MT.matvec, rmatvec=MT.rmatvec, dtype=np.float64)
+    return (
+        lambda g: spla.lsmr(Mop, g, maxiter=10 * shape[0], atol=1e-12, btol=1e-12)[0],
+        lambda h: spla.lsmr(MTop, h, maxiter=10 * shape[0], atol=1e-10, btol=1e-10)[0],
+    )

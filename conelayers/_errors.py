@@ -1,0 +1,167 @@
+"""Exceptions, warnings and the per-item solve status.
+
+Every message a user can see is written here (or built from what is written
+here), so that the NumPy core and both front-ends speak with one voice.
+
+Hierarchy::
+
+    ConelayersError
+    ├── DPPError          (also ValueError)    problem is not DPP; text is the checker's report
+    ├── ParameterError    (also ValueError)    bad parameter values, shapes, options
+    └── SolverError       (also RuntimeError and diffcp.SolverError)  a batch item failed
+
+    ConelayersWarning (UserWarning)
+    ├── InaccurateSolutionWarning              solver stopped at reduced accuracy
+    └── DerivativeWarning                      derivative not unique / ill-conditioned
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import diffcp
+
+__all__ = [
+    "ConelayersError",
+    "ConelayersWarning",
+    "DPPError",
+    "DerivativeWarning",
+    "InaccurateSolutionWarning",
+    "ParameterError",
+    "SolverError",
+    "Status",
+]
+
+
+class Status(enum.Enum):
+    """Outcome of solving one batch item.
+
+    The value of each member is the explanation shown to the user, including
+    what to do about it. ``Status.optimal`` and ``Status.optimal_inaccurate``
+    count as success (:attr:`Status.ok`); every other member marks the item as
+    failed: its outputs are NaN when the layer was asked not to raise.
+    """
+
+    optimal = "solved to the requested accuracy."
+    optimal_inaccurate = (
+        "solved, but only to reduced accuracy. The values and gradients of this "
+        "item are less precise than usual; tighten the solver tolerances or "
+        "raise its iteration limit (see `solver_args`)."
+    )
+    infeasible = (
+        "the problem is infeasible for these parameter values (no point satisfies "
+        "all constraints). Check the parameter values of this item, or relax the "
+        "constraints (for example with a penalized slack variable)."
+    )
+    unbounded = (
+        "the problem is unbounded for these parameter values (the objective can "
+        "be improved without limit). Add bounds on the variables or check the "
+        "parameter values of this item."
+    )
+    infeasible_inaccurate = (
+        "the solver stopped at reduced accuracy with a certificate that the "
+        "problem is (probably) infeasible. Check the parameter values of this "
+        "item or tighten the solver tolerances."
+    )
+    unbounded_inaccurate = (
+        "the solver stopped at reduced accuracy with a certificate that the "
+        "problem is (probably) unbounded. Check the parameter values of this "
+        "item or tighten the solver tolerances."
+    )
+    max_iterations = (
+        "the solver reached its iteration or time limit before converging. "
+        "Raise the limit (e.g. `solver_args={'max_iters': ...}` for SCS, "
+        "`{'max_iter': ...}` for Clarabel and ECOS) or try another solver."
+    )
+    numerical_error = (
+        "the solver stopped because of numerical difficulties. Rescale the "
+        "problem data (entries of very different magnitudes are the usual "
+        "cause) or try another solver."
+    )
+    solver_error = (
+        "the solver failed without a more specific reason. Try another solver "
+        "or check the problem data of this item."
+    )
+
+    @property
+    def ok(self) -> bool:
+        """Whether this status carries a usable solution."""
+        return self in (Status.optimal, Status.optimal_inaccurate)
+
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
+
+class ConelayersError(Exception):
+    """Base class of every error raised by conelayers."""
+
+
+class DPPError(ConelayersError, ValueError):
+    """The problem does not follow the DPP rules, so it cannot be a layer."""
+
+
+class ParameterError(ConelayersError, ValueError):
+    """An argument (parameter values, options, variables) is invalid."""
+
+
+class SolverError(ConelayersError, RuntimeError, diffcp.SolverError):
+    """One or more batch items could not be solved.
+
+    Subclasses :class:`diffcp.SolverError` so that code written for
+    cvxpylayers (which lets diffcp's error escape) keeps catching it.
+
+    Attributes
+    ----------
+    statuses : tuple of Status
+        The status of every item of the batch.
+    failed : tuple of int
+        The indices of the failed items.
+    """
+
+    def __init__(self, message: str, statuses: Sequence[Status] = ()) -> None:
+        super().__init__(message)
+        self.statuses = tuple(statuses)
+        self.failed = tuple(i for i, st in enumerate(self.statuses) if not st.ok)
+
+
+class ConelayersWarning(UserWarning):
+    """Base class of every warning issued by conelayers."""
+
+
+class InaccurateSolutionWarning(ConelayersWarning):
+    """Some items were solved only to reduced accuracy."""
+
+
+class DerivativeWarning(ConelayersWarning):
+    """The derivative at some items is not unique or is ill-conditioned."""
+
+
+def describe_failures(statuses: Sequence[Status], solver: str) -> str:
+    """Message for a batch in which some items failed (`throw=True`)."""
+    failed = [(i, st) for i, st in enumerate(statuses) if not st.ok]
+    batch = len(statuses)
+    shown = failed[:5]
+    lines = [
+        f"{len(failed)} of {batch} batch item(s) could not be solved by {solver}:"
+    ]
+    for i, st in shown:
+        lines.append(f"  item {i}: {st.name}: {st.value}")
+    if len(failed) > len(shown):
+        rest = ", ".join(str(i) for i, _ in failed[len(shown) :])
+        lines.append(f"  (also failed: items {rest})")
+    lines.append(
+        "To keep the other items, pass `throw=False`: failed items then come back "
+        "as NaN and `solution.status` tells which ones failed and why."
+    )
+    return "\n".join(lines)
+
+
+def describe_inaccurate(indices: Sequence[int], solver: str) -> str:
+    """Message of the warning for items solved to reduced accuracy."""
+    items = ", ".join(str(i) for i in indices[:10])
+    more = "" if len(indices) <= 10 else f" and {len(indices) - 10} more"
+    return (
+        f"{solver} solved batch item(s) {items}{more} only to reduced accuracy "
+        f"(Status.optimal_inaccurate); {Status.optimal_inaccurate.value}"
+    )

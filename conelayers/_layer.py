@@ -1,0 +1,176 @@
+"""``CvxpyLayer``: a CVXPY problem as a differentiable NumPy function.
+
+The layer holds only NumPy/SciPy data (the canonicalized program and the
+solver's structural preparation), never the CVXPY problem itself, so it can
+be copied and pickled, and calling it never touches CVXPY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cvxpy as cp
+
+from ._canonicalize import canonicalize
+from ._diff import DerivativeMode
+from ._errors import ParameterError
+from ._program import ParametricConeProgram
+from ._solve import Solution, solve_batch
+from ._solvers import AbstractSolver, get_solver
+from ._typing import FloatArray
+from ._validate import CallOptions, check_values, split_solver_args
+
+__all__ = ["DEFAULT_SOLVER", "CvxpyLayer"]
+
+# Chosen by measurement (benchmarks/choose_solver.py, README "Solvers"):
+# Clarabel is the most accurate of the three on every problem of the zoo and
+# the fastest or within a small factor of the fastest on small problems.
+DEFAULT_SOLVER = "Clarabel"
+# Newton refinement steps after each solve (see _diff.refine): measured to
+# take Clarabel's SOC-reformulated QP solutions from ~1e-5 to ~1e-15 error.
+DEFAULT_REFINE = 3
+
+
+class CvxpyLayer:
+    """A parametrized convex problem as a differentiable function of its parameters.
+
+    The problem is canonicalized once, here, into a cone program whose data
+    depend affinely on the parameters. Each call maps a whole batch of
+    parameter values to data, solves every item and returns the requested
+    variables; the returned :class:`Solution` differentiates in both directions.
+
+    Parameters
+    ----------
+    problem : cvxpy.Problem
+        A DPP problem (DGP+DPP when ``gp=True``).
+    parameters : list of cvxpy.Parameter
+        Exactly ``problem.parameters()``, in the order their values will be passed.
+    variables : list of cvxpy.Variable
+        The outputs: variables of the problem and/or dual variables of its
+        constraints (``constraint.dual_variables[0]``), in any order.
+    gp : bool, default False
+        Solve ``problem`` as a geometric program (log-log convex). Parameters
+        enter as their logarithms, so their values must be positive; outputs
+        are the variables themselves, not their logs.
+    solver : {"Clarabel", "SCS", "ECOS"}, optional
+        The cone solver; default ``"Clarabel"`` (see README, "Solvers").
+    solver_args : dict, optional
+        Default options of every call: the solver's own option names, the
+        portable ``eps``, ``max_iters``, ``verbose``, and the layer's
+        ``mode`` (derivative engine: ``"exact"`` default, or diffcp's
+        ``"lsqr"``, ``"lsmr"``, ``"dense"``) and ``solve_method`` (solver name).
+    throw : bool, default True
+        Raise :class:`SolverError` when an item fails. With ``False`` failed
+        items come back as NaN and ``Solution.status`` says why.
+
+    Raises
+    ------
+    DPPError
+        ``problem`` is not DPP; the message names the parts that are not.
+    ParameterError
+        ``parameters``, ``variables``, ``solver`` or ``solver_args`` are invalid.
+    NotImplementedError
+        The problem needs something the layer cannot differentiate (power
+        cones, integer variables, complex numbers).
+
+    Examples
+    --------
+    >>> import cvxpy as cp, numpy as np
+    >>> from conelayers import CvxpyLayer
+    >>> x = cp.Variable(2)
+    >>> p = cp.Parameter(2)
+    >>> problem = cp.Problem(cp.Minimize(cp.sum_squares(x - p)), [x >= 0])
+    >>> layer = CvxpyLayer(problem, parameters=[p], variables=[x])
+    >>> sol = layer.solve(np.array([[1.0, -1.0], [0.5, 2.0]]))  # a batch of 2
+    >>> np.round(sol.values[0], 6)
+    array([[1. , 0. ],
+           [0.5, 2. ]])
+    >>> (grad,) = sol.adjoint(np.ones((2, 2)))  # d sum(x) / dp
+    >>> np.round(grad, 6)
+    array([[1., 0.],
+           [1., 1.]])
+    """
+
+    def __init__(
+        self,
+        problem: cp.Problem,
+        parameters: Sequence[cp.Parameter],
+        variables: Sequence[cp.Variable],
+        *,
+        gp: bool = False,
+        solver: str | None = None,
+        solver_args: Mapping[str, Any] | None = None,
+        throw: bool = True,
+    ) -> None:
+        self.program: ParametricConeProgram = canonicalize(problem, parameters, variables, gp=gp)
+        given = split_solver_args(solver_args)
+        if solver is not None and given.solver is not None and (
+            not isinstance(solver, str) or solver.upper() != given.solver.upper()
+        ):
+            raise ParameterError(
+                f"`solver` ({solver!r}) and `solver_args['solve_method']` "
+                f"({given.solver!r}) disagree; pass only one of them."
+            )
+        self._throw = _check_bool(throw, "throw")
+        self._prepared: dict[str, tuple[AbstractSolver, Any]] = {}
+        name = solver if solver is not None else (given.solver or DEFAULT_SOLVER)
+        self._defaults = given.over(
+            CallOptions(self._solver(name)[0].name, DerivativeMode.exact, DEFAULT_REFINE)
+        )
+        self._defaults = CallOptions(self._solver(name)[0].name, self._defaults.mode,
+                                     self._defaults.refine, self._defaults.native)
+        # Reject unknown options now, not at the first call.
+        self._solver(name)[0].translate_options(self._defaults.native)
+
+    @property
+    def solver(self) -> str:
+        """Name of the default solver."""
+        return str(self._defaults.solver)
+
+    def _solver(self, name: str) -> tuple[AbstractSolver, Any]:
+        key = name.upper() if isinstance(name, str) else name
+        if key not in self._prepared:
+            solver = get_solver(name)
+            solver.check_layout(self.program.layout)
+            self._prepared[key] = (solver, solver.prepare(self.program.layout, self.program.n))
+        return self._prepared[key]
+
+    def solve(
+        self,
+        *values: Any,
+        solver_args: Mapping[str, Any] | None = None,
+        throw: bool | None = None,
+    ) -> Solution:
+        """Solve for a batch of parameter values.
+
+        ``solve(*values) -> Solution``. One value per parameter, in the order
+        of ``parameters``; each has the parameter's shape or one extra leading
+        batch axis (all batched values must share the batch size; unbatched
+        ones are shared by every item). ``solver_args`` override the
+        constructor's for this call; ``throw`` likewise.
+        """
+        batch = check_values(self.program.parameters, values)
+        options = split_solver_args(solver_args).over(self._defaults)
+        assert options.solver is not None and options.mode is not None
+        solver, prepared = self._solver(options.solver)
+        native = solver.translate_options(options.native)
+        throw = self._throw if throw is None else _check_bool(throw, "throw")
+        return solve_batch(self.program, batch, solver, prepared, native, mode=options.mode,
+                           refine=int(options.refine or 0), throw=throw, warn_stacklevel=3)
+
+    def __call__(
+        self, *values: Any, solver_args: Mapping[str, Any] | None = None
+    ) -> tuple[FloatArray, ...]:
+        """``layer(*values) -> tuple of outputs`` (the values of :meth:`solve`)."""
+        return self.solve(*values, solver_args=solver_args).values
+
+    def __repr__(self) -> str:
+        outs = ", ".join(f"{o.name} {o.shape}" for o in self.program.outputs)
+        return f"CvxpyLayer({self.program!r}, outputs=[{outs}], solver={self.solver})"
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"`{name}` must be True or False; got {value!r}.")
+    return value

@@ -1,0 +1,46 @@
+"""Solver registry: name → adapter.
+
+Adding a solver means adding one file with an :class:`AbstractSolver`
+subclass and one line here.
+"""
+
+from __future__ import annotations
+
+from ._base import AbstractSolver, RawSolution
+from .clarabel import ClarabelSolver
+from .ecos import ECOSSolver
+from .scs import SCSSolver
+
+__all__ = ["SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "get_solver"]
+
+SOLVERS: dict[str, type[AbstractSolver]] = {
+    cls.name.upper(): cls for cls in (ClarabelSolver, SCSSolver, ECOSSolver)
+}
+
+
+def available_solvers() -> list[str]:
+    """Names of the solvers whose Python packages are installed."""
+    return [cls.name for cls in SOLVERS.values() if cls.is_installed()]
+
+
+def get_solver(name: str) -> AbstractSolver:
+    """The adapter for ``name`` (case-insensitive); ``ParameterError`` if unknown."""
+    from .._errors import ParameterError
+
+    if not isinstance(name, str):
+        # cvxpylayers users sometimes pass cp.SCS, which is the string "SCS".
+        raise ParameterError(
+            f"`solver` must be a solver name (one of {', '.join(c.name for c in SOLVERS.values())}); "
+            f"got {type(name).__name__} {name!r}."
+        )
+    cls = SOLVERS.get(name.upper())
+    if cls is None:
+        raise ParameterError(
+            f"`solver` {name!r} is not a solver conelayers knows; choose one of "
+            f"{', '.join(c.name for c in SOLVERS.values())}."
+        )
+    if not cls.is_installed():
+        raise ParameterError(
+            f"solver {cls.name} is not installed; `pip install {cls.required_modules[0]}`."
+        )
+    return cls()

@@ -1,0 +1,151 @@
+"""The contract every solver adapter keeps.
+
+An adapter translates one cone program in our convention (see
+:mod:`conelayers._cones`) to a solver's native call and the answer back. It
+speaks NumPy and SciPy only, imports its solver lazily, and maps the solver's
+statuses to :class:`~conelayers.Status` with one literal dict.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._cones import Cone, ConeLayout
+from .._errors import ParameterError, Status
+from .._typing import CSC, FloatArray
+
+__all__ = ["AbstractSolver", "RawSolution"]
+
+logger = logging.getLogger("conelayers")
+
+
+@dataclass(frozen=True, eq=False)
+class RawSolution:
+    """One solver answer in our convention.
+
+    ``x`` has length n; ``y`` and ``s`` have length m, in canonical cone order
+    with PSD blocks in svec form, and satisfy Ax + s = b, s ∈ K, y ∈ K* when
+    ``status.ok``. When the solve failed their content is unspecified (the
+    caller replaces it by NaN).
+    """
+
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    status: Status
+    iterations: int = 0
+    solve_time: float = 0.0
+
+
+class AbstractSolver(abc.ABC):
+    """Base of the solver adapters.
+
+    Class attributes
+    ----------------
+    name : str
+        The name users pass (``solver="Clarabel"``); matched case-insensitively.
+    required_modules : tuple of str
+        Python modules the adapter imports (lazily, inside methods).
+    supported_cones : frozenset of Cone subclasses
+        The cones it can solve; :meth:`check_layout` rejects others.
+    native_options : frozenset of str
+        Option names passed through unchanged to the solver.
+    portable_options : Mapping[str, tuple[str, ...]]
+        Options every adapter understands (``eps``, ``max_iters``, ``verbose``),
+        mapped to the native names they set.
+    defaults : Mapping[str, Any]
+        Native options set unless the caller sets them.
+    """
+
+    name: ClassVar[str]
+    required_modules: ClassVar[tuple[str, ...]]
+    supported_cones: ClassVar[frozenset[type[Cone]]]
+    native_options: ClassVar[frozenset[str]]
+    portable_options: ClassVar[Mapping[str, tuple[str, ...]]]
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        """Whether the solver's modules can be imported (checked without importing)."""
+        try:
+            return all(importlib.util.find_spec(mod) is not None for mod in cls.required_modules)
+        except (ImportError, ValueError) as exc:  # broken installation, not absence
+            logger.warning("checking for %s failed: %s", cls.name, exc)
+            return False
+
+    @classmethod
+    def check_layout(cls, layout: ConeLayout) -> None:
+        """Raise ``ParameterError`` if ``layout`` has a cone this solver lacks."""
+        missing = sorted({type(c).__name__ for c in layout.cones} -
+                         {k.__name__ for k in cls.supported_cones})
+        if missing:
+            raise ParameterError(
+                f"solver {cls.name} cannot solve this problem: it does not support the "
+                f"{', '.join(missing)} cone(s) the problem needs. Choose another solver "
+                "(Clarabel and SCS support every cone conelayers differentiates)."
+            )
+
+    @classmethod
+    def translate_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate option names and return the native options to pass.
+
+        Raises ``ParameterError`` naming an unknown option and the accepted ones.
+        """
+        native = dict(cls.defaults)
+        for key, value in options.items():
+            if key in cls.portable_options:
+                for target in cls.portable_options[key]:
+                    native[target] = value
+            elif key in cls.native_options:
+                native[key] = value
+            else:
+                from .._validate import LAYER_OPTIONS
+
+                accepted = sorted(set(cls.native_options) | set(cls.portable_options))
+                raise ParameterError(
+                    f"`solver_args` has an option {key!r} that solver {cls.name} does not "
+                    f"know. Accepted: {', '.join(accepted)}; and the layer's own options "
+                    f"{', '.join(sorted(LAYER_OPTIONS))}."
+                )
+        return native
+
+    @abc.abstractmethod
+    def prepare(self, layout: ConeLayout, n: int) -> Any:
+        """Everything about the solver's input that depends only on the structure.
+
+        Called once per layout (at layer construction); the result is passed to
+        every :meth:`solve`. Must not depend on A, b, c values.
+        """
+
+    @abc.abstractmethod
+    def solve(
+        self,
+        prepared: Any,
+        A: CSC,
+        b: FloatArray,
+        c: FloatArray,
+        options: Mapping[str, Any],
+    ) -> RawSolution:
+        """Solve min cᵀx s.t. Ax + s = b, s ∈ K for one item.
+
+        ``A`` is ``(m, n)`` CSC with sorted indices; ``options`` come from
+        :meth:`translate_options`. Must not modify ``A``, ``b`` or ``c``. Never
+        raises for a failed solve: the failure is the returned status.
+        """
+
+
+def finite_or_failed(raw: RawSolution) -> RawSolution:
+    """Downgrade an 'ok' answer that contains NaN or inf to a numerical error."""
+    if raw.status.ok and not (
+        np.all(np.isfinite(raw.x)) and np.all(np.isfinite(raw.y)) and np.all(np.isfinite(raw.s))
+    ):
+        return RawSolution(raw.x, raw.y, raw.s, Status.numerical_error, raw.iterations,
+                           raw.solve_time)
+    return raw

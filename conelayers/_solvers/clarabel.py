@@ -1,0 +1,113 @@
+"""Clarabel adapter (interior point; PSD blocks in upper-triangle order)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._cones import PSD, SOC, ConeLayout, Exp, Nonneg, Zero, svec_permutation_to_upper
+from .._errors import Status
+from .._typing import CSC, FloatArray
+from ._base import AbstractSolver, RawSolution, finite_or_failed
+
+__all__ = ["ClarabelSolver"]
+
+STATUS_MAP = {
+    "Solved": Status.optimal,
+    "AlmostSolved": Status.optimal_inaccurate,
+    "PrimalInfeasible": Status.infeasible,
+    "DualInfeasible": Status.unbounded,
+    "AlmostPrimalInfeasible": Status.infeasible_inaccurate,
+    "AlmostDualInfeasible": Status.unbounded_inaccurate,
+    "MaxIterations": Status.max_iterations,
+    "MaxTime": Status.max_iterations,
+    "NumericalError": Status.numerical_error,
+    "InsufficientProgress": Status.numerical_error,
+    "Unsolved": Status.solver_error,
+    "CallbackTerminated": Status.solver_error,
+}
+
+_SETTINGS = frozenset({
+    "max_iter", "time_limit", "verbose", "max_step_fraction", "tol_gap_abs", "tol_gap_rel",
+    "tol_feas", "tol_infeas_abs", "tol_infeas_rel", "tol_ktratio", "reduced_tol_gap_abs",
+    "reduced_tol_gap_rel", "reduced_tol_feas", "reduced_tol_infeas_abs",
+    "reduced_tol_infeas_rel", "reduced_tol_ktratio", "equilibrate_enable",
+    "equilibrate_max_iter", "equilibrate_min_scaling", "equilibrate_max_scaling",
+    "linesearch_backtrack_step", "min_switch_step_length", "min_terminate_step_length",
+    "max_threads", "direct_kkt_solver", "direct_solve_method", "static_regularization_enable",
+    "static_regularization_constant", "static_regularization_proportional",
+    "dynamic_regularization_enable", "dynamic_regularization_eps",
+    "dynamic_regularization_delta", "iterative_refinement_enable",
+    "iterative_refinement_reltol", "iterative_refinement_abstol",
+    "iterative_refinement_max_iter", "iterative_refinement_stop_ratio", "presolve_enable",
+    "chordal_decomposition_enable", "chordal_decomposition_merge_method",
+    "chordal_decomposition_compact", "chordal_decomposition_complete_dual",
+    "input_sparse_dropzeros",
+})
+
+
+class ClarabelSolver(AbstractSolver):
+    name = "Clarabel"
+    required_modules = ("clarabel",)
+    supported_cones = frozenset({Zero, Nonneg, SOC, PSD, Exp})
+    native_options = _SETTINGS
+    portable_options = {
+        "eps": ("tol_gap_abs", "tol_gap_rel", "tol_feas"),
+        "max_iters": ("max_iter",),
+        "verbose": ("verbose",),
+    }
+    defaults = {"verbose": False}
+
+    def prepare(self, layout: ConeLayout, n: int) -> tuple[list[Any], np.ndarray | None]:
+        import clarabel
+
+        native = {
+            Zero: lambda c: clarabel.ZeroConeT(c.dim),
+            Nonneg: lambda c: clarabel.NonnegativeConeT(c.dim),
+            SOC: lambda c: clarabel.SecondOrderConeT(c.dim),
+            PSD: lambda c: clarabel.PSDTriangleConeT(c.order),
+        }
+        cones: list[Any] = []
+        for _, cone in layout:
+            if isinstance(cone, Exp):
+                cones += [clarabel.ExponentialConeT() for _ in range(cone.count)]
+            else:
+                cones.append(native[type(cone)](cone))
+        # Clarabel stores PSD blocks by their upper triangle: row i of Clarabel's
+        # data is row perm[i] of ours.
+        perm = np.arange(layout.dim)
+        has_psd = False
+        for offset, cone in layout.of_type(PSD):
+            has_psd = True
+            perm[offset : offset + cone.dim] = offset + svec_permutation_to_upper(cone.order)
+        return cones, (perm if has_psd else None)
+
+    def solve(
+        self, prepared: Any, A: CSC, b: FloatArray, c: FloatArray, options: Mapping[str, Any]
+    ) -> RawSolution:
+        import clarabel
+
+        cones, perm = prepared
+        n = c.size
+        if perm is not None:
+            A = sp.csc_array(A[perm])
+            b = b[perm]
+        settings = clarabel.DefaultSettings()
+        for key, value in options.items():
+            setattr(settings, key, value)
+        P = sp.csc_matrix((n, n))
+        solver = clarabel.DefaultSolver(P, c, sp.csc_matrix(A), b, cones, settings)
+        sol = solver.solve()
+        x = np.asarray(sol.x, dtype=np.float64)
+        z = np.asarray(sol.z, dtype=np.float64)
+        s = np.asarray(sol.s, dtype=np.float64)
+        if perm is not None:
+            y, slack = np.empty_like(z), np.empty_like(s)
+            y[perm], slack[perm] = z, s
+            z, s = y, slack
+        status = STATUS_MAP.get(str(sol.status), Status.solver_error)
+        return finite_or_failed(RawSolution(x, z, s, status, int(sol.iterations),
+                                            float(sol.solve_time)))

@@ -1,0 +1,346 @@
+"""The boundary: user values → clean float64 data, and the batching rules.
+
+This is the single definition of batching. Each parameter value either has
+the parameter's shape (unbatched: shared by every item) or one extra leading
+axis (batched). All batched values must agree on the batch size B ≥ 1; an
+unbatched value is broadcast to every item, and its gradient is the sum over
+the batch. If no value is batched, B = 1 and outputs carry no batch axis;
+if any is, every output has the leading axis (also when B = 1).
+
+Everything here raises :class:`ParameterError` before any solve, with a
+message that names the argument, says what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._diff import DerivativeMode
+from ._errors import ParameterError
+from ._program import OutputMap, ParameterSpec
+from ._typing import FloatArray
+
+__all__ = [
+    "Batch",
+    "check_cotangents",
+    "check_tangents",
+    "CallOptions",
+    "check_values",
+    "gradients",
+    "split_solver_args",
+]
+
+# Options of the layer itself (not of a solver) that `solver_args` may carry.
+# `n_jobs_*` are cvxpylayers/diffcp's thread counts: accepted so that code
+# passing them keeps working; the batch engine schedules work itself.
+LAYER_OPTIONS = frozenset({"solve_method", "mode", "refine", "n_jobs_forward",
+                           "n_jobs_backward"})
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Validated parameter values of one call.
+
+    Attributes
+    ----------
+    size : int
+        Number of items B.
+    batched : tuple of bool
+        Per parameter, whether its value carried the batch axis.
+    theta : ndarray, shape (B, p)
+        θ for every item (log of the values for a geometric program).
+    values : tuple of ndarray
+        Per parameter, its values flattened column-major: (B, size) if batched,
+        (1, size) if not. Kept for the chain rule of ``log``.
+    """
+
+    size: int
+    batched: tuple[bool, ...]
+    theta: FloatArray
+    values: tuple[FloatArray, ...]
+
+    @property
+    def any_batched(self) -> bool:
+        return any(self.batched)
+
+
+def _describe(spec: ParameterSpec, i: int) -> str:
+    return f"`parameters[{i}]` ({spec.name}, shape {spec.shape})"
+
+
+def _as_float_array(value: Any, what: str) -> FloatArray:
+    if hasattr(value, "detach") or type(value).__module__.startswith(("torch", "tensorflow")):
+        raise ParameterError(
+            f"{what} is a {type(value).__module__}.{type(value).__name__}; the NumPy layer "
+            "takes NumPy arrays. Use `conelayers.torch.CvxpyLayer` or "
+            "`conelayers.tensorflow.CvxpyLayer` for tensors, or convert with `.numpy()`."
+        )
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ParameterError(f"{what} could not be read as an array: {exc}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ParameterError(
+            f"{what} must be a real numeric array; got dtype {arr.dtype} "
+            f"({type(value).__name__})."
+        )
+    if np.iscomplexobj(arr):
+        raise ParameterError(
+            f"{what} must be real; got complex dtype {arr.dtype}. conelayers solves "
+            "real-valued problems only."
+        )
+    return np.asarray(arr, dtype=np.float64)
+
+
+def check_values(specs: Sequence[ParameterSpec], values: Sequence[Any]) -> Batch:
+    """Validate parameter values and build θ for the whole batch."""
+    if len(values) != len(specs):
+        names = ", ".join(f"{s.name} {s.shape}" for s in specs)
+        raise ParameterError(
+            f"expected {len(specs)} parameter value(s), one per parameter in the order "
+            f"of `parameters` ({names}); got {len(values)}."
+        )
+    arrays: list[FloatArray] = []
+    batched: list[bool] = []
+    sizes: dict[int, int] = {}
+    for i, (spec, value) in enumerate(zip(specs, values, strict=True)):
+        what = _describe(spec, i)
+        arr = _as_float_array(value, what)
+        if arr.shape == spec.shape:
+            batched.append(False)
+        elif arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == spec.shape:
+            if arr.shape[0] == 0:
+                raise ParameterError(
+                    f"{what} has an empty batch (shape {arr.shape}); pass at least one item."
+                )
+            batched.append(True)
+            sizes[i] = arr.shape[0]
+        else:
+            raise ParameterError(
+                f"{what} must have shape {spec.shape}, or (batch_size, "
+                f"{', '.join(map(str, spec.shape))}) for a batch; got shape {arr.shape}."
+            )
+        arrays.append(arr)
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"parameters[{i}]: {b}" for i, b in sizes.items())
+        raise ParameterError(
+            f"batched parameter values disagree on the batch size ({detail}); give every "
+            "batched value the same leading dimension, or pass a value without the "
+            "batch axis to share it across the batch."
+        )
+    size = next(iter(sizes.values()), 1)
+
+    flats = []
+    theta = np.empty((size, sum(s.size for s in specs)))
+    for i, (spec, arr, is_b) in enumerate(zip(specs, arrays, batched, strict=True)):
+        items = arr if is_b else arr[None]
+        _check_item_values(spec, items, is_b, _describe(spec, i))
+        flat = np.reshape(items, (items.shape[0], -1), order="F")
+        flats.append(flat)
+        theta[:, spec.offset : spec.offset + spec.size] = np.log(flat) if spec.log else flat
+    return Batch(size, tuple(batched), theta, tuple(flats))
+
+
+def _first_bad(bad: np.ndarray, batched: bool) -> str:
+    """'item k' (batched) or '' for the first True in a per-item boolean array."""
+    k = int(np.argmax(bad))
+    return f" (batch item {k})" if batched else ""
+
+
+def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, what: str) -> None:
+    """Finiteness and the parameter's declared attributes, per item."""
+    axes = tuple(range(1, items.ndim))
+    finite = np.isfinite(items).all(axis=axes) if axes else np.isfinite(items)
+    if not finite.all():
+        raise ParameterError(
+            f"{what} contains NaN or inf{_first_bad(~finite, batched)}; pass finite values."
+        )
+    sign_rules = {
+        "nonneg": (lambda v: v >= 0, "nonnegative (nonneg=True)"),
+        "pos": (lambda v: v > 0, "positive (pos=True)"),
+        "nonpos": (lambda v: v <= 0, "nonpositive (nonpos=True)"),
+        "neg": (lambda v: v < 0, "negative (neg=True)"),
+    }
+    for name in spec.checks:
+        if name in sign_rules:
+            rule, words = sign_rules[name]
+            ok = rule(items).all(axis=axes) if axes else rule(items)
+            if not ok.all():
+                raise ParameterError(
+                    f"{what} is declared {words} but a value violates it"
+                    f"{_first_bad(~ok, batched)}; pass values that satisfy the attribute."
+                )
+    if spec.log:
+        ok = (items > 0).all(axis=axes) if axes else items > 0
+        if not ok.all():
+            raise ParameterError(
+                f"{what} belongs to a geometric program (gp=True), so its values must be "
+                f"positive; got a value <= 0{_first_bad(~ok, batched)}."
+            )
+    if {"symmetric", "PSD", "NSD"} & set(spec.checks):
+        scale = np.maximum(1.0, np.abs(items).max(axis=(1, 2)))
+        asym = np.abs(items - np.swapaxes(items, 1, 2)).max(axis=(1, 2))
+        bad = asym > 1e-8 * scale
+        if bad.any():
+            raise ParameterError(
+                f"{what} is declared symmetric but its value is not{_first_bad(bad, batched)} "
+                f"(max |V - Vᵀ| = {asym.max():.2e}); pass a symmetric matrix, e.g. (V + V.T)/2."
+            )
+        for name, sign, word in (("PSD", 1.0, "positive"), ("NSD", -1.0, "negative")):
+            if name in spec.checks:
+                lam = np.linalg.eigvalsh(sign * (items + np.swapaxes(items, 1, 2)) / 2)[:, 0]
+                bad = lam < -1e-8 * scale
+                if bad.any():
+                    raise ParameterError(
+                        f"{what} is declared {name} but its value is not {word} semidefinite"
+                        f"{_first_bad(bad, batched)} (extreme eigenvalue {sign * lam.min():.2e})."
+                    )
+    if spec.mask is not None:
+        outside = np.abs(np.where(spec.mask, 0.0, items)).max(axis=axes) > 0
+        if outside.any():
+            kind = "diagonal (diag=True)" if "diag" in spec.checks else "sparse (sparsity=...)"
+            raise ParameterError(
+                f"{what} is declared {kind} but has nonzeros outside its pattern"
+                f"{_first_bad(outside, batched)}; set those entries to zero."
+            )
+    if {"integer", "boolean"} & set(spec.checks):
+        bad = (items != np.round(items)).any(axis=axes)
+        if "boolean" in spec.checks:
+            bad |= ((items != 0) & (items != 1)).any(axis=axes)
+        if bad.any():
+            raise ParameterError(
+                f"{what} is declared integer/boolean but a value is not"
+                f"{_first_bad(bad, batched)}."
+            )
+
+
+def gradients(specs: Sequence[ParameterSpec], batch: Batch, dtheta: FloatArray) -> tuple[FloatArray, ...]:
+    """Adjoint of :func:`check_values`: dθ (B, p) → one gradient per parameter.
+
+    Each gradient has the shape of the value that was passed; an unbatched
+    value's gradient is summed over the batch.
+    """
+    grads = []
+    for spec, is_b, flat in zip(specs, batch.batched, batch.values, strict=True):
+        g = dtheta[:, spec.offset : spec.offset + spec.size]
+        if spec.log:  # θ = log V  ⇒  dV = dθ / V
+            g = g / flat
+        if is_b:
+            grads.append(np.reshape(g, (batch.size, *spec.shape), order="F"))
+        else:
+            grads.append(np.reshape(g.sum(axis=0), spec.shape, order="F"))
+    return tuple(grads)
+
+
+def check_tangents(
+    specs: Sequence[ParameterSpec], batch: Batch, dparams: Sequence[Any]
+) -> FloatArray:
+    """Tangents of the parameter values (shaped like the values; None = 0) → dθ (B, p)."""
+    if len(dparams) != len(specs):
+        raise ParameterError(
+            f"expected {len(specs)} parameter tangent(s), one per parameter; got {len(dparams)}."
+        )
+    dtheta = np.zeros((batch.size, sum(s.size for s in specs)))
+    for i, (spec, is_b, flat, d) in enumerate(
+        zip(specs, batch.batched, batch.values, dparams, strict=True)
+    ):
+        if d is None:
+            continue
+        what = f"tangent of {_describe(spec, i)}"
+        arr = _as_float_array(d, what)
+        expected = (batch.size, *spec.shape) if is_b else spec.shape
+        if arr.shape != expected:
+            raise ParameterError(
+                f"{what} must have the shape of the value passed, {expected}; got {arr.shape}."
+            )
+        g = np.reshape(arr, (batch.size if is_b else 1, -1), order="F")
+        if spec.log:
+            g = g / flat
+        dtheta[:, spec.offset : spec.offset + spec.size] = g
+    return dtheta
+
+
+def check_cotangents(
+    outputs: Sequence[OutputMap], batch: Batch, dvars: Sequence[Any]
+) -> tuple[FloatArray | None, ...]:
+    """Cotangents of the outputs (shaped like the outputs; None = 0) → (B, *shape)."""
+    if len(dvars) != len(outputs):
+        raise ParameterError(
+            f"expected {len(outputs)} output cotangent(s), one per requested variable; "
+            f"got {len(dvars)}."
+        )
+    result: list[FloatArray | None] = []
+    for k, (out, d) in enumerate(zip(outputs, dvars, strict=True)):
+        if d is None:
+            result.append(None)
+            continue
+        what = f"cotangent of output {k} ({out.name})"
+        arr = _as_float_array(d, what)
+        expected = (batch.size, *out.shape) if batch.any_batched else out.shape
+        if arr.shape != expected:
+            raise ParameterError(f"{what} must have shape {expected}; got {arr.shape}.")
+        if not np.isfinite(arr).all():
+            raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
+        result.append(arr if batch.any_batched else arr[None])
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """``solver_args`` split into the layer's own options and the solver's.
+
+    ``None`` means "not given" (the constructor's value or the default applies).
+    """
+
+    solver: str | None = None
+    mode: DerivativeMode | None = None
+    refine: int | None = None
+    native: Mapping[str, Any] = field(default_factory=dict)
+
+    def over(self, defaults: CallOptions) -> CallOptions:
+        """These options on top of ``defaults`` (solver options merge only
+        when both name the same solver)."""
+        same = self.solver is None or (
+            defaults.solver is not None and self.solver.upper() == defaults.solver.upper()
+        )
+        native = {**defaults.native, **self.native} if same else dict(self.native)
+        return CallOptions(
+            self.solver if self.solver is not None else defaults.solver,
+            self.mode if self.mode is not None else defaults.mode,
+            self.refine if self.refine is not None else defaults.refine,
+            native,
+        )
+
+
+def split_solver_args(solver_args: Mapping[str, Any] | None) -> CallOptions:
+    """Read ``solver_args``: layer options (``solve_method``, ``mode``,
+    ``refine``, cvxpylayers' ``n_jobs_*``) and the rest, for the solver."""
+    if solver_args is None:
+        return CallOptions()
+    if not isinstance(solver_args, Mapping):
+        raise ParameterError(
+            f"`solver_args` must be a dict of options; got {type(solver_args).__name__}."
+        )
+    options = dict(solver_args)
+    name = options.pop("solve_method", None)
+    if name is not None and not isinstance(name, str):
+        raise ParameterError(
+            f"`solver_args['solve_method']` must be a solver name such as 'Clarabel'; "
+            f"got {name!r}."
+        )
+    mode = options.pop("mode", None)
+    refine = options.pop("refine", None)
+    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, int)
+                               or refine < 0):
+        raise ParameterError(
+            f"`solver_args['refine']` must be a nonnegative integer (the most Newton "
+            f"refinement steps; 0 turns refinement off); got {refine!r}."
+        )
+    for key in ("n_jobs_forward", "n_jobs_backward"):
+        options.pop(key, None)
+    return CallOptions(name, None if mode is None else DerivativeMode.parse(mode), refine,
+                       options)
