@@ -1,0 +1,231 @@
+"""Every validation message, pinned: it names the argument, what was expected,
+what was received, and what to do. All are raised before any solve."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from conelayers import CvxpyLayer, DPPError, ParameterError
+
+
+@pytest.fixture
+def setup():
+    x = cp.Variable(2)
+    A = cp.Parameter((3, 2))
+    b = cp.Parameter(3, nonneg=True)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b)), [x >= 0])
+    return prob, A, b, x
+
+
+def layer_of(setup, **kwargs):
+    prob, A, b, x = setup
+    return CvxpyLayer(prob, [A, b], [x], **kwargs)
+
+
+# -- construction -----------------------------------------------------------
+
+
+def test_problem_must_be_a_cvxpy_problem(setup):
+    _, A, b, x = setup
+    with pytest.raises(ParameterError, match=r"`problem` must be a cvxpy.Problem; got str"):
+        CvxpyLayer("min x", [A, b], [x])
+
+
+def test_parameters_must_match_the_problem(setup):
+    prob, A, b, x = setup
+    with pytest.raises(ParameterError, match=r"`parameters` must list exactly the parameters "
+                       r"of `problem`.*missing param\d+"):
+        CvxpyLayer(prob, [A], [x])
+    other = cp.Parameter()
+    with pytest.raises(ParameterError, match=r"not in the problem: param\d+"):
+        CvxpyLayer(prob, [A, b, other], [x])
+
+
+def test_parameters_must_be_a_list(setup):
+    prob, A, b, x = setup
+    with pytest.raises(ParameterError, match=r"`parameters` must be a list or tuple; got set"):
+        CvxpyLayer(prob, {A, b}, [x])
+
+
+def test_parameters_entries_must_be_parameters(setup):
+    prob, A, b, x = setup
+    with pytest.raises(ParameterError, match=r"`parameters\[1\]` must be a cvxpy.Parameter; "
+                       r"got ndarray"):
+        CvxpyLayer(prob, [A, np.ones(3)], [x])
+
+
+def test_duplicate_parameters(setup):
+    prob, A, b, x = setup
+    with pytest.raises(ParameterError, match="lists the same parameter more than once"):
+        CvxpyLayer(prob, [A, b, b], [x])
+
+
+def test_variable_not_in_problem(setup):
+    prob, A, b, x = setup
+    y = cp.Variable(2)
+    with pytest.raises(ParameterError, match=r"`variables\[0\]` \(var\d+\) is neither a variable "
+                       r"of `problem` nor the dual variable of one of its constraints"):
+        CvxpyLayer(prob, [A, b], [y])
+
+
+def test_variables_must_not_be_empty(setup):
+    prob, A, b, _ = setup
+    with pytest.raises(ParameterError, match="`variables` is empty"):
+        CvxpyLayer(prob, [A, b], [])
+
+
+def test_non_dpp_problem_names_the_part_and_starts_like_cvxpylayers():
+    x = cp.Variable()
+    a, b = cp.Parameter(), cp.Parameter()
+    prob = cp.Problem(cp.Minimize((a * b) * x), [x >= 0, x <= 1])
+    with pytest.raises(DPPError, match=r"^Problem must be DPP\.\n  objective: ") as info:
+        CvxpyLayer(prob, [a, b], [x])
+    assert isinstance(info.value, ValueError)
+    assert "constraint" not in str(info.value).split("\n")[1]
+
+
+def test_unknown_solver(setup):
+    with pytest.raises(ParameterError, match=r"`solver` 'GUROBI' is not a solver conelayers "
+                       r"knows; choose one of Clarabel, SCS, ECOS"):
+        layer_of(setup, solver="GUROBI")
+
+
+def test_unknown_solver_option_is_rejected_at_construction(setup):
+    with pytest.raises(ParameterError, match=r"`solver_args` has an option 'max_iter' that "
+                       r"solver SCS does not know\. Accepted: .*max_iters"):
+        layer_of(setup, solver="SCS", solver_args={"max_iter": 10})
+
+
+def test_unknown_mode(setup):
+    with pytest.raises(ParameterError, match=r"`mode` must be one of 'exact', 'lsqr', 'lsmr', "
+                       r"'dense'; got 'fast'"):
+        layer_of(setup, solver_args={"mode": "fast"})
+
+
+def test_solver_that_lacks_a_cone():
+    X = cp.Variable((2, 2), PSD=True)
+    C = cp.Parameter((2, 2))
+    prob = cp.Problem(cp.Minimize(cp.trace(C @ X)), [cp.trace(X) == 1])
+    with pytest.raises(ParameterError, match=r"solver ECOS cannot solve this problem: it does "
+                       r"not support the PSD cone\(s\)"):
+        CvxpyLayer(prob, [C], [X], solver="ECOS")
+
+
+def test_integer_variables_are_not_supported():
+    x = cp.Variable(integer=True)
+    p = cp.Parameter()
+    with pytest.raises(NotImplementedError, match="integer or boolean variables"):
+        CvxpyLayer(cp.Problem(cp.Minimize(cp.square(x - p))), [p], [x])
+
+
+def test_throw_must_be_bool(setup):
+    with pytest.raises(ParameterError, match=r"`throw` must be True or False; got 'no'"):
+        layer_of(setup, throw="no")
+
+
+# -- call ------------------------------------------------------------------
+
+
+def test_wrong_number_of_values(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"expected 2 parameter value\(s\), one per "
+                       r"parameter .*; got 1"):
+        layer(np.ones((3, 2)))
+
+
+def test_wrong_shape(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(param\d+, shape \(3, 2\)\) must "
+                       r"have shape \(3, 2\), or \(batch_size, 3, 2\) for a batch; got shape "
+                       r"\(2, 3\)"):
+        layer(np.ones((2, 3)), np.ones(3))
+
+
+def test_inconsistent_batch_sizes(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"disagree on the batch size \(parameters\[0\]: 4, "
+                       r"parameters\[1\]: 5\)"):
+        layer(np.ones((4, 3, 2)), np.ones((5, 3)))
+
+
+def test_empty_batch(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"has an empty batch \(shape \(0, 3, 2\)\)"):
+        layer(np.ones((0, 3, 2)), np.ones(3))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_values_name_the_item(setup, bad):
+    layer = layer_of(setup)
+    A = np.ones((3, 3, 2))
+    A[2, 1, 0] = bad
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` .* contains NaN or inf "
+                       r"\(batch item 2\)"):
+        layer(A, np.ones(3))
+
+
+def test_declared_attribute_is_checked(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"`parameters\[1\]` .* is declared nonnegative "
+                       r"\(nonneg=True\) but a value violates it"):
+        layer(np.ones((3, 2)), -np.ones(3))
+
+
+def test_symmetric_and_psd_attributes_are_checked():
+    X = cp.Variable((2, 2), symmetric=True)
+    S = cp.Parameter((2, 2), PSD=True)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(X - S))), [S], [X])
+    with pytest.raises(ParameterError, match="is declared symmetric but its value is not"):
+        layer(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ParameterError, match="is declared PSD but its value is not positive "
+                       "semidefinite"):
+        layer(np.array([[1.0, 0.0], [0.0, -1.0]]))
+
+
+def test_complex_and_string_values(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match="must be real; got complex"):
+        layer(np.ones((3, 2)) * 1j, np.ones(3))
+    with pytest.raises(ParameterError, match="must be a real numeric array; got dtype <U1"):
+        layer(np.full((3, 2), "a"), np.ones(3))
+
+
+def test_unknown_option_per_call(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"option 'tol' that solver Clarabel does not know"):
+        layer(np.ones((3, 2)), np.ones(3), solver_args={"tol": 1e-3})
+
+
+def test_refine_must_be_a_count(setup):
+    layer = layer_of(setup)
+    with pytest.raises(ParameterError, match=r"`solver_args\['refine'\]` must be a nonnegative "
+                       r"integer"):
+        layer(np.ones((3, 2)), np.ones(3), solver_args={"refine": -1})
+
+
+def test_cotangent_shape(setup):
+    layer = layer_of(setup)
+    sol = layer.solve(np.ones((3, 2)), np.ones(3))
+    with pytest.raises(ParameterError, match=r"cotangent of output 0 \(var\d+\) must have shape "
+                       r"\(2,\); got \(3,\)"):
+        sol.adjoint(np.ones(3))
+
+
+def test_tangent_shape(setup):
+    layer = layer_of(setup)
+    sol = layer.solve(np.ones((3, 2)), np.ones(3))
+    with pytest.raises(ParameterError, match=r"tangent of `parameters\[1\]` .* must have the "
+                       r"shape of the value passed, \(3,\); got \(2,\)"):
+        sol.derivative(None, np.ones(2))
+
+
+def test_values_are_not_mutated(setup, rng):
+    layer = layer_of(setup)
+    A, b = rng.standard_normal((4, 3, 2)), rng.uniform(0, 1, (4, 3))
+    A0, b0 = A.copy(), b.copy()
+    sol = layer.solve(A, b)
+    sol.adjoint(np.ones((4, 2)))
+    np.testing.assert_array_equal(A, A0)
+    np.testing.assert_array_equal(b, b0)
