@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench-solvers lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: $(VENV)/.installed-core
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench-solvers: $(STAMP)
 	$(PY) benchmarks/choose_solver.py
 
 lint: $(STAMP)

@@ -61,12 +61,13 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ._bordered import BorderedPattern
 from ._cones import ConeLayout
-from ._dproj import dproject_dual
+from ._dproj import DualProjection
 from ._errors import DerivativeWarning, ParameterError
 from ._typing import CSC, FloatArray, IntArray
 
-__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "refine"]
+__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine"]
 
 
 class DerivativeMode(enum.Enum):
@@ -106,58 +107,75 @@ def _warn(message: str) -> None:
     warnings.warn(message, DerivativeWarning, stacklevel=5)
 
 
+@dataclass(frozen=True, eq=False)
+class Structure:
+    """Everything about the derivative that depends only on the program's
+    structure: the dual-cone projection's pattern and K's pattern."""
+
+    layout: ConeLayout
+    dproj: DualProjection
+    pattern: BorderedPattern
+
+    @classmethod
+    def of(cls, A_indices: IntArray, A_indptr: IntArray, n: int, layout: ConeLayout) -> Structure:
+        dproj = DualProjection(layout)
+        return cls(layout, dproj, BorderedPattern(A_indices, A_indptr, n, layout.dim, dproj))
+
+
 @dataclass(eq=False)
 class Linearization:
-    """The residual map N and its bordered Jacobian K at one point, factored.
+    """The residual map N and its bordered Jacobian K at one point.
 
     ``residual`` is N(z) at z = (x, y − s, 1) with (x, y, s) the point the
     linearization was taken at (y = Π_{K*}(y − s) is re-projected, so y ∈ K*
-    and s ∈ K hold exactly).
+    and s ∈ K hold exactly). :meth:`factor` forms K and its sparse LU.
     """
 
+    structure: Structure
+    A: CSC
+    b: FloatArray
+    c: FloatArray
     x: FloatArray
     y: FloatArray
     s: FloatArray
     pi: FloatArray  # Π(z) = (x, y, 1)
     z: FloatArray
-    D: sp.csr_array
+    D_vals: FloatArray  # values of DΠ_{K*}(v) on structure.dproj's pattern
     residual: FloatArray
+    index: int = 0
     K: sp.csc_array | None = None
     lu: object | None = None
-    index: int = 0
     _cond: float | None = field(default=None, repr=False)
-    _Kt: sp.csc_array | None = field(default=None, repr=False)
 
     @classmethod
     def at(
-        cls, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, v: FloatArray,
-        layout: ConeLayout, index: int = 0,
+        cls, structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
+        v: FloatArray, index: int = 0,
     ) -> Linearization:
-        """Evaluate N and D at z = (x, v, 1) (no factorization yet)."""
-        proj, D = dproject_dual(v, layout)
+        """Evaluate N and DΠ at z = (x, v, 1) (no factorization yet)."""
+        proj, D_vals = structure.dproj(v)
         pi = np.concatenate([x, proj, [1.0]])
         z = np.concatenate([x, v, [1.0]])
         Qpi = np.concatenate([A.T @ proj + c, b - A @ x, [-(c @ x) - (b @ proj)]])
-        return cls(x, proj, proj - v, pi, z, D, Qpi - pi + z, index=index)
+        return cls(structure, A, b, c, x, proj, proj - v, pi, z, D_vals, Qpi - pi + z,
+                   index=index)
 
     @property
     def residual_norm(self) -> float:
         return float(np.abs(self.residual).max())
 
-    def factor(self, A: CSC, b: FloatArray, c: FloatArray) -> None:
-        """Build K = [[M, Π(z)], [zᵀ, 0]] and its sparse LU (idempotent)."""
+    def D(self, x: FloatArray) -> FloatArray:
+        return self.structure.dproj.matvec(self.D_vals, x)
+
+    def DT(self, x: FloatArray) -> FloatArray:
+        return self.structure.dproj.rmatvec(self.D_vals, x)
+
+    def factor(self) -> None:
+        """Form K = [[M, Π(z)], [zᵀ, 0]] and its sparse LU (idempotent)."""
         if self.K is not None:
             return
-        m, n = A.shape
-        M = sp.bmat(
-            [
-                [None, A.T @ self.D, c[:, None]],
-                [-A, sp.eye_array(m) - self.D, b[:, None]],
-                [-c[None, :], -(b @ self.D)[None, :], None],
-            ],
-            format="csc",
-        )
-        self.K = sp.bmat([[M, self.pi[:, None]], [self.z[None, :], None]], format="csc")
+        self.K = self.structure.pattern.assemble(self.A.data, self.b, self.c, self.D_vals,
+                                                 self.pi, self.z)
         try:
             self.lu = spla.splu(self.K, permc_spec="COLAMD")
         except RuntimeError:  # "Factor is exactly singular"
@@ -198,9 +216,7 @@ class Linearization:
         if self.lu is None or (check and self.condition > _COND_LIMIT):
             return self._lstsq(full, transpose)[:N]
         trans = "T" if transpose else "N"
-        if transpose and self._Kt is None:
-            self._Kt = sp.csc_array(self.K.T)
-        op = self._Kt if transpose else self.K
+        op = self.K.T if transpose else self.K
         sol = self.lu.solve(full, trans=trans)  # type: ignore[attr-defined]
         scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
         res = full - op @ sol
@@ -224,17 +240,16 @@ class Linearization:
 
 
 def refine(
-    A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray,
-    layout: ConeLayout, *, max_steps: int = 3, index: int = 0,
+    structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray,
+    s: FloatArray, *, max_steps: int = 3, index: int = 0,
 ) -> Linearization:
     """Newton refinement of a solution; returns the linearization at the result.
 
-    The returned :class:`Linearization` is factored (ready for derivatives),
-    unless the starting residual was already at rounding level and
-    ``max_steps`` is 0. Its ``x, y, s`` are the refined solution.
+    Its ``x, y, s`` are the refined solution and ``residual`` its N(z). It is
+    factored only if a derivative asks for it later.
     """
     m, n = A.shape
-    lin = Linearization.at(A, b, c, x, y - s, layout, index)
+    lin = Linearization.at(structure, A, b, c, x, y - s, index)
     if max_steps <= 0:
         return lin
     scale = 1.0 + max(np.abs(b).max(initial=0), np.abs(c).max(initial=0),
@@ -242,22 +257,26 @@ def refine(
                                                           np.abs(y).max(initial=0)))
     target = 1e-14 * scale
     for _ in range(max_steps):
-        lin.factor(A, b, c)
-        if lin.residual_norm <= target or lin.lu is None:
+        if lin.residual_norm <= target:
+            break
+        lin.factor()
+        if lin.lu is None:
             break
         dz = lin.solve(-lin.residual, check=False)
         z_new = lin.z + dz
         if not (np.isfinite(z_new).all() and z_new[-1] > 0):
             break
         z_new /= z_new[-1]
-        trial = Linearization.at(A, b, c, z_new[:n], z_new[n:-1], layout, index)
+        trial = Linearization.at(structure, A, b, c, z_new[:n], z_new[n:-1], index)
         if not trial.residual_norm < lin.residual_norm:
             break
         progress = trial.residual_norm / lin.residual_norm
         lin = trial
         if progress > 0.5:  # no longer converging fast: stop at this better point
             break
-    lin.factor(A, b, c)
+    # The factorization at the returned point is left to the first derivative
+    # request (Linearization.factor is idempotent): a forward-only call pays
+    # for the Newton steps only.
     return lin
 
 
@@ -265,16 +284,17 @@ def refine(
 class ItemDerivative:
     """The derivative of the solution map at one solved item.
 
-    Build with :meth:`at` (or from a :class:`Linearization` that refinement
-    left behind); then :meth:`jvp` and :meth:`vjp` may be called any number of
-    times: the factorization is computed once and kept.
+    Build with :meth:`at` (optionally from the :class:`Linearization` that
+    refinement left behind); then :meth:`jvp` and :meth:`vjp` may be called
+    any number of times: the factorization is computed once and kept.
     """
 
     x: FloatArray
     y: FloatArray
     s: FloatArray
     pi: FloatArray
-    D: sp.csr_array
+    D: Callable[[FloatArray], FloatArray]  # v ↦ DΠ_{K*} v
+    DT: Callable[[FloatArray], FloatArray]  # v ↦ DΠ_{K*}ᵀ v
     rows: IntArray  # A's pattern: row index of each stored entry
     cols: IntArray  # ... and its column index
     solve: Callable[[FloatArray], FloatArray]  # dz with M dz = g
@@ -282,15 +302,15 @@ class ItemDerivative:
 
     @classmethod
     def at(
-        cls, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray,
-        s: FloatArray, layout: ConeLayout, mode: DerivativeMode = DerivativeMode.exact,
+        cls, structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
+        y: FloatArray, s: FloatArray, mode: DerivativeMode = DerivativeMode.exact,
         index: int = 0, linearization: Linearization | None = None,
     ) -> ItemDerivative:
         rows = A.indices.astype(np.intp)
         cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        lin = linearization or Linearization.at(structure, A, b, c, x, y - s, index)
         if mode is DerivativeMode.exact:
-            lin = linearization or Linearization.at(A, b, c, x, y - s, layout, index)
-            lin.factor(A, b, c)
+            lin.factor()
             if not lin.regular:
                 _warn(
                     f"the derivative at batch item {index} does not exist (condition number "
@@ -299,12 +319,11 @@ class ItemDerivative:
                     "active with a zero multiplier. A minimum-norm least-squares "
                     "derivative is used instead; treat this item's gradient with care."
                 )
-            return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, rows, cols,
-                       lambda g: lin.solve(g), lambda h: lin.solve(h, transpose=True))
-        proj, D = dproject_dual(y - s, layout)
-        pi = np.concatenate([x, proj, [1.0]])
-        solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, layout, mode)
-        return cls(x, y, s, pi, D, rows, cols, solve, solve_t)
+            solve = lin.solve
+            solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
+        else:
+            solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode)
+        return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, lin.DT, rows, cols, solve, solve_t)
 
     def jvp(
         self, dA: FloatArray, db: FloatArray, dc: FloatArray
@@ -312,13 +331,14 @@ class ItemDerivative:
         """``jvp(dA (nnz,), db (m,), dc (n,)) -> (dx, dy, ds)``; dA on A's pattern."""
         n, m = self.x.size, self.y.size
         px, py = self.pi[:n], self.pi[n:-1]
-        dAmat = sp.csr_array((dA, (self.rows, self.cols)), shape=(m, n))
-        g = np.concatenate([dAmat.T @ py + dc, db - dAmat @ px, [-(dc @ px) - (db @ py)]])
+        dAtpy = np.bincount(self.cols, weights=dA * py[self.rows], minlength=n)
+        dApx = np.bincount(self.rows, weights=dA * px[self.cols], minlength=m)
+        g = np.concatenate([dAtpy + dc, db - dApx, [-(dc @ px) - (db @ py)]])
         if not np.any(g):
             return np.zeros(n), np.zeros(m), np.zeros(m)
         dz = self.solve(g)
         du, dv, dw = dz[:n], dz[n:-1], dz[-1]
-        Ddv = self.D @ dv
+        Ddv = self.D(dv)
         return -(du - self.x * dw), -(Ddv - self.y * dw), -(Ddv - dv - self.s * dw)
 
     def vjp(
@@ -327,7 +347,7 @@ class ItemDerivative:
         """``vjp(dx (n,), dy (m,), ds (m,)) -> (dA (nnz,), db (m,), dc (n,))``."""
         n = self.x.size
         dw = -(self.x @ dx + self.y @ dy + self.s @ ds)
-        h = np.concatenate([dx, self.D.T @ (dy + ds) - ds, [dw]])
+        h = np.concatenate([dx, self.DT(dy + ds) - ds, [dw]])
         if not np.any(h):
             return np.zeros(self.rows.size), np.zeros(self.y.size), np.zeros(n)
         r = self.solve_t(h)

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from ._cones import PSD, SOC, ConeLayout, Exp, ExpDual, Nonneg, Zero, svec_indices
 from ._typing import CSR, FloatArray
 
-__all__ = ["dproject_dual"]
+__all__ = ["DualProjection", "dproject_dual"]
 
 # Tolerance diffcp uses to decide that a point lies on the SOC boundary.
 _SOC_BOUNDARY_ATOL = 1e-8
@@ -115,65 +115,95 @@ def _exp_blocks(v: FloatArray, count: int, dual: bool) -> tuple[FloatArray, Floa
     return proj, jac
 
 
+class DualProjection:
+    """Π_{K*} and the values of DΠ_{K*} for one cone layout.
+
+    The sparsity pattern of the Jacobian depends only on the layout: a full
+    diagonal for the free and nonnegative parts, full blocks for every SOC, PSD
+    and exponential cone (whatever their values at a given point). It is fixed
+    here, once, as COO ``rows``/``cols``; each call returns the values in that
+    order, so that callers can assemble larger matrices with precomputed
+    index maps instead of SciPy constructors.
+    """
+
+    def __init__(self, layout: ConeLayout) -> None:
+        self.layout = layout
+        self.m = layout.dim
+        self.free = np.concatenate([off + np.arange(c.dim) for off, c in layout.of_type(Zero)]
+                                   or [np.zeros(0, dtype=np.intp)])
+        self.nonneg = np.concatenate([off + np.arange(c.dim) for off, c in
+                                      layout.of_type(Nonneg)] or [np.zeros(0, dtype=np.intp)])
+        by_size: dict[int, list[int]] = {}
+        for off, c in layout.of_type(SOC):
+            by_size.setdefault(c.dim, []).append(off)
+        self.soc = [np.array(offs)[:, None] + np.arange(d)[None] for d, offs in by_size.items()]
+        self.psd = [(off, c.order, c.dim) for off, c in layout.of_type(PSD)]  # type: ignore
+        self.exp = [(np.asarray(off + 3 * np.arange(c.count))[:, None] + np.arange(3)[None],
+                     isinstance(c, Exp)) for off, c in layout if isinstance(c, (Exp, ExpDual))]
+
+        rows: list[np.ndarray] = [self.free, self.nonneg]
+        cols: list[np.ndarray] = [self.free, self.nonneg]
+        for idx in self.soc:
+            rows.append(np.repeat(idx, idx.shape[1], axis=1).ravel())
+            cols.append(np.tile(idx, (1, idx.shape[1])).ravel())
+        for off, _, d in self.psd:
+            block = off + np.arange(d)
+            rows.append(np.repeat(block, d))
+            cols.append(np.tile(block, d))
+        for idx, _ in self.exp:
+            rows.append(np.repeat(idx, 3, axis=1).ravel())
+            cols.append(np.tile(idx, (1, 3)).ravel())
+        self.rows = np.concatenate(rows).astype(np.intp)
+        self.cols = np.concatenate(cols).astype(np.intp)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.rows.size)
+
+    def __call__(self, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``(Π_{K*}(v) (m,), values of DΠ_{K*}(v) (nnz,) in rows/cols order)``."""
+        proj = np.empty(self.m)
+        vals: list[np.ndarray] = []
+        proj[self.free] = v[self.free]
+        vals.append(np.ones(self.free.size))
+        vn = v[self.nonneg]
+        proj[self.nonneg] = np.maximum(vn, 0.0)
+        vals.append(np.where(vn > 0, 1.0, np.where(vn < 0, 0.0, 0.5)))
+        for idx in self.soc:
+            p, jac = _soc_blocks(v[idx])
+            proj[idx] = p
+            vals.append(jac.ravel())
+        for off, order, d in self.psd:
+            p, jac = _psd_block(v[off : off + d], order)
+            proj[off : off + d] = p
+            vals.append(jac.ravel())
+        for idx, primal in self.exp:
+            # K = Exp -> project onto Exp* (dual=True); K = ExpDual -> onto Exp.
+            p, jac = _exp_blocks(v[idx].ravel(), idx.shape[0], dual=primal)
+            proj[idx] = p.reshape(-1, 3)
+            vals.append(jac.ravel())
+        return proj, np.concatenate(vals)
+
+    def matvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
+        """DΠ_{K*} @ x from the values (no matrix is formed)."""
+        return np.bincount(self.rows, weights=values * x[self.cols], minlength=self.m)
+
+    def rmatvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
+        """DΠ_{K*}ᵀ @ x from the values."""
+        return np.bincount(self.cols, weights=values * x[self.rows], minlength=self.m)
+
+    def matrix(self, values: FloatArray) -> CSR:
+        """DΠ_{K*} as a CSR array from its values."""
+        return sp.coo_array((values, (self.rows, self.cols)), shape=(self.m, self.m)).tocsr()
+
+
 def dproject_dual(v: FloatArray, layout: ConeLayout) -> tuple[FloatArray, CSR]:
     """Π_{K*}(v) and the sparse Jacobian DΠ_{K*}(v), K given by ``layout``.
 
     ``v`` has length ``layout.dim``; the Jacobian is ``(m, m)`` CSR, block
-    diagonal in the canonical cone order.
+    diagonal in the canonical cone order. (Builds a :class:`DualProjection`;
+    reuse one of those when projecting many points for the same layout.)
     """
-    m = layout.dim
-    proj = np.empty(m)
-    r_idx: list[np.ndarray] = []
-    c_idx: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-
-    def add_blocks(offsets: np.ndarray, blocks: np.ndarray) -> None:
-        p, d, _ = blocks.shape
-        local_r, local_c = np.meshgrid(np.arange(d), np.arange(d), indexing="ij")
-        r_idx.append((offsets[:, None, None] + local_r[None]).ravel())
-        c_idx.append((offsets[:, None, None] + local_c[None]).ravel())
-        vals.append(blocks.ravel())
-
-    def add_diag(offset: int, diag: np.ndarray) -> None:
-        idx = offset + np.arange(diag.size)
-        r_idx.append(idx)
-        c_idx.append(idx)
-        vals.append(diag)
-
-    soc_by_size: dict[int, list[int]] = {}
-    for offset, cone in layout:
-        sl = slice(offset, offset + cone.dim)
-        if isinstance(cone, Zero):  # dual cone is free
-            proj[sl] = v[sl]
-            add_diag(offset, np.ones(cone.dim))
-        elif isinstance(cone, Nonneg):
-            proj[sl] = np.maximum(v[sl], 0.0)
-            add_diag(offset, np.where(v[sl] > 0, 1.0, np.where(v[sl] < 0, 0.0, 0.5)))
-        elif isinstance(cone, SOC):
-            soc_by_size.setdefault(cone.dim, []).append(offset)
-        elif isinstance(cone, PSD):
-            p, jac = _psd_block(v[sl], cone.order)
-            proj[sl] = p
-            add_blocks(np.array([offset]), jac[None])
-        elif isinstance(cone, (Exp, ExpDual)):
-            # K = Exp  -> project onto Exp* (dual=True);
-            # K = ExpDual -> project onto (Exp*)* = Exp (dual=False).
-            p, jac = _exp_blocks(v[sl], cone.count, dual=isinstance(cone, Exp))
-            proj[sl] = p
-            add_blocks(offset + 3 * np.arange(cone.count), jac)
-        else:  # pragma: no cover - ConeLayout admits no other type
-            raise AssertionError(f"unknown cone {cone!r}; please report this bug")
-
-    for d, offsets in soc_by_size.items():
-        off = np.array(offsets)
-        idx = off[:, None] + np.arange(d)[None]
-        p, jac = _soc_blocks(v[idx])
-        proj[idx] = p
-        add_blocks(off, jac)
-
-    if not vals:
-        return proj, sp.csr_array((m, m))
-    D = sp.coo_array(
-        (np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))), shape=(m, m)
-    ).tocsr()
-    return proj, D
+    dp = DualProjection(layout)
+    proj, vals = dp(v)
+    return proj, dp.matrix(vals)

@@ -13,7 +13,7 @@ from typing import Any
 import cvxpy as cp
 
 from ._canonicalize import canonicalize
-from ._diff import DerivativeMode
+from ._diff import DerivativeMode, Structure
 from ._errors import ParameterError
 from ._program import ParametricConeProgram
 from ._solve import Solution, solve_batch
@@ -113,6 +113,9 @@ class CvxpyLayer:
                 f"({given.solver!r}) disagree; pass only one of them."
             )
         self._throw = _check_bool(throw, "throw")
+        program = self.program
+        self._structure = Structure.of(program.A_indices, program.A_indptr, program.n,
+                                       program.layout)
         self._prepared: dict[str, tuple[AbstractSolver, Any]] = {}
         name = solver if solver is not None else (given.solver or DEFAULT_SOLVER)
         self._defaults = given.over(
@@ -156,7 +159,8 @@ class CvxpyLayer:
         solver, prepared = self._solver(options.solver)
         native = solver.translate_options(options.native)
         throw = self._throw if throw is None else _check_bool(throw, "throw")
-        return solve_batch(self.program, batch, solver, prepared, native, mode=options.mode,
+        return solve_batch(self.program, batch, solver, prepared, native, self._structure,
+                           mode=options.mode,
                            refine=int(options.refine or 0), throw=throw, warn_stacklevel=3)
 
     def __call__(

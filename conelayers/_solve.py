@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._diff import DerivativeMode, ItemDerivative, Linearization
+from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
 from ._diff import refine as refine_solution
 from ._errors import (
     InaccurateSolutionWarning,
@@ -46,6 +46,7 @@ def solve_batch(
     solver: AbstractSolver,
     prepared: Any,
     options: Mapping[str, Any],
+    structure: Structure,
     *,
     mode: DerivativeMode = DerivativeMode.exact,
     refine: int = 0,
@@ -72,12 +73,11 @@ def solve_batch(
         status = raw.status
         iterations[i] = raw.iterations
         if status.ok:
-            lin = refine_solution(A, b[i], c[i], raw.x, raw.y, raw.s, program.layout,
+            lin = refine_solution(structure, A, b[i], c[i], raw.x, raw.y, raw.s,
                                   max_steps=refine, index=i)
             x[i], y[i], s[i] = lin.x, lin.y, lin.s
             residual[i] = lin.residual_norm
-            if lin.K is not None:
-                linearizations[i] = lin
+            linearizations[i] = lin
             if status is Status.optimal_inaccurate and lin.residual_norm <= _UPGRADE_TOL * (
                 1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
             ):
@@ -91,7 +91,7 @@ def solve_batch(
     if inaccurate:
         warnings.warn(describe_inaccurate(inaccurate, solver.name), InaccurateSolutionWarning,
                       stacklevel=warn_stacklevel)
-    solution = Solution(program, batch, (A_vals, b, c, d), x, y, s, tuple(statuses),
+    solution = Solution(program, structure, batch, (A_vals, b, c, d), x, y, s, tuple(statuses),
                         iterations, residual, mode, solver.name)
     if mode is DerivativeMode.exact:
         solution._linearizations = linearizations
@@ -125,6 +125,7 @@ class Solution:
     def __init__(
         self,
         program: ParametricConeProgram,
+        structure: Structure,
         batch: Batch,
         data: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
         x: FloatArray,
@@ -137,6 +138,7 @@ class Solution:
         solver: str,
     ) -> None:
         self._program = program
+        self._structure = structure
         self._batch = batch
         self._data = data
         self.x, self.y, self.s = x, y, s
@@ -167,8 +169,8 @@ class Solution:
             if item is None:
                 A_vals, b, c, _ = self._data
                 item = ItemDerivative.at(
-                    self._program.matrix(A_vals[i]), b[i], c[i], self.x[i], self.y[i],
-                    self.s[i], self._program.layout, self.mode, index=i,
+                    self._structure, self._program.matrix(A_vals[i]), b[i], c[i], self.x[i],
+                    self.y[i], self.s[i], self.mode, index=i,
                     linearization=self._linearizations[i],
                 )
                 self._linearizations[i] = None
