@@ -100,7 +100,9 @@ _WARN_RTOL = 1e-6
 # Condition number of K above which the point counts as non-differentiable.
 _COND_LIMIT = 1e12
 # Largest bordered system solved densely (SVD least squares) at degenerate points.
-_DENSE_LSTSQ_MAX = 3000
+_DENSE_LSTSQ_MAX = 1000
+# Relative singular value below which a direction counts as null.
+_SVD_RCOND = 1e-11
 
 
 def _warn(message: str) -> None:
@@ -146,6 +148,7 @@ class Linearization:
     K: sp.csc_array | None = None
     lu: object | None = None
     _cond: float | None = field(default=None, repr=False)
+    _svd_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def at(
@@ -231,12 +234,51 @@ class Linearization:
             )
         return sol[:N]
 
+    def _svd(self) -> tuple[FloatArray, FloatArray, FloatArray, int]:
+        """Dense SVD of K (computed once): U, σ, Vᵀ and the numerical rank."""
+        if self._svd_cache is None:
+            assert self.K is not None
+            U, S, Vt = np.linalg.svd(self.K.toarray())
+            rank = int(np.sum(S > S[0] * _SVD_RCOND))
+            self._svd_cache = (U, S, Vt, rank)
+        return self._svd_cache
+
     def _lstsq(self, full: FloatArray, transpose: bool) -> FloatArray:
+        """Minimum-norm least-squares solve with K (or Kᵀ)."""
         assert self.K is not None
+        if self.K.shape[0] <= _DENSE_LSTSQ_MAX:
+            U, S, Vt, r = self._svd()
+            if transpose:  # Kᵀ = V Σ Uᵀ
+                return U[:, :r] @ ((Vt[:r] @ full) / S[:r])
+            return Vt[:r].T @ ((U[:, :r].T @ full) / S[:r])
         op = self.K.T if transpose else self.K
-        if op.shape[0] <= _DENSE_LSTSQ_MAX:
-            return np.linalg.lstsq(op.toarray(), full, rcond=None)[0]
-        return spla.lsqr(op, full, atol=1e-14, btol=1e-14, iter_lim=20 * op.shape[0])[0]
+        return spla.lsmr(op, full, atol=1e-14, btol=1e-14, maxiter=20 * op.shape[0])[0]
+
+    def left_null(self) -> FloatArray | None:
+        """Rows r with rᵀK = 0 (first N entries): right-hand sides g with rᵀg ≠ 0
+        have no exact solution. ``None`` when K is too large to decompose."""
+        assert self.K is not None
+        if self.K.shape[0] > _DENSE_LSTSQ_MAX:
+            return None
+        U, _, _, r = self._svd()
+        return U[:, r:].T[:, :-1]
+
+    def null_directions(self) -> FloatArray | None:
+        """Solution tangents (dx, dy) along the null space of K, as rows ``(k, n + m)``.
+
+        These are the directions in which the cone program's solution is not
+        determined to first order. ``None`` when K is too large to decompose.
+        """
+        assert self.K is not None
+        if self.K.shape[0] > _DENSE_LSTSQ_MAX:
+            return None
+        _, _, Vt, r = self._svd()
+        n = self.x.size
+        null = Vt[r:, :-1]  # drop the border multiplier
+        du, dv, dw = null[:, :n], null[:, n:-1], null[:, -1:]
+        dx = du - dw * self.x
+        dy = np.stack([self.D(row) for row in dv]) - dw * self.y if len(dv) else dv
+        return np.concatenate([dx, dy], axis=1)
 
 
 def refine(
@@ -260,15 +302,14 @@ def refine(
         if lin.residual_norm <= target:
             break
         lin.factor()
-        if lin.lu is None:
-            break
-        dz = lin.solve(-lin.residual, check=False)
-        z_new = lin.z + dz
-        if not (np.isfinite(z_new).all() and z_new[-1] > 0):
-            break
-        z_new /= z_new[-1]
-        trial = Linearization.at(structure, A, b, c, z_new[:n], z_new[n:-1], index)
-        if not trial.residual_norm < lin.residual_norm:
+        trial = _newton_step(structure, lin, least_squares=lin.lu is None, index=index)
+        if trial is None and lin.lu is not None and lin.K is not None \
+                and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
+            # K is (numerically) singular, typically because CVXPY's auxiliary
+            # variables are not unique; a minimum-norm step still converges on
+            # the determined components.
+            trial = _newton_step(structure, lin, least_squares=True, index=index)
+        if trial is None:
             break
         progress = trial.residual_norm / lin.residual_norm
         lin = trial
@@ -278,6 +319,23 @@ def refine(
     # request (Linearization.factor is idempotent): a forward-only call pays
     # for the Newton steps only.
     return lin
+
+
+def _newton_step(structure: Structure, lin: Linearization, *, least_squares: bool,
+                 index: int) -> Linearization | None:
+    """One Newton step on N from ``lin``; None unless it reduces ‖N‖."""
+    n = lin.x.size
+    rhs = np.append(-lin.residual, 0.0)
+    if least_squares:
+        dz = lin._lstsq(rhs, transpose=False)[:-1]
+    else:
+        dz = lin.lu.solve(rhs)[:-1]  # type: ignore[attr-defined]
+    z_new = lin.z + dz
+    if not (np.isfinite(z_new).all() and z_new[-1] > 0):
+        return None
+    z_new /= z_new[-1]
+    trial = Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
+    return trial if trial.residual_norm < lin.residual_norm else None
 
 
 @dataclass(eq=False)
@@ -305,19 +363,29 @@ class ItemDerivative:
         cls, structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
         y: FloatArray, s: FloatArray, mode: DerivativeMode = DerivativeMode.exact,
         index: int = 0, linearization: Linearization | None = None,
+        outputs: Callable[[FloatArray], FloatArray] | None = None,
+        parameters: Callable[[FloatArray, FloatArray, FloatArray], FloatArray] | None = None,
     ) -> ItemDerivative:
+        """The derivative at (x, y, s).
+
+        Where K is singular, ``outputs`` (solution tangents, rows of [dx, dy] →
+        output tangents) and ``parameters`` ((dA, db, dc) → dθ, the adjoint of
+        the parameter map) decide whether the requested outputs still have a
+        derivative along every parameter direction; a warning is given if not.
+        """
         rows = A.indices.astype(np.intp)
         cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
         lin = linearization or Linearization.at(structure, A, b, c, x, y - s, index)
         if mode is DerivativeMode.exact:
             lin.factor()
-            if not lin.regular:
+            if not lin.regular and not _outputs_determined(lin, outputs, parameters):
                 _warn(
-                    f"the derivative at batch item {index} does not exist (condition number "
-                    f"of the derivative system ≈ {lin.condition:.1e}): the solution is not "
-                    "unique or not strictly complementary there, e.g. a constraint is "
-                    "active with a zero multiplier. A minimum-norm least-squares "
-                    "derivative is used instead; treat this item's gradient with care."
+                    f"the derivative at batch item {index} does not exist for the requested "
+                    f"outputs (condition number of the derivative system ≈ "
+                    f"{lin.condition:.1e}): the solution is not unique or not strictly "
+                    "complementary there (e.g. a constraint active with a zero multiplier). "
+                    "A minimum-norm least-squares derivative is used instead; treat this "
+                    "item's gradient with care."
                 )
             solve = lin.solve
             solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
@@ -355,6 +423,50 @@ class ItemDerivative:
         px, py = self.pi[:n], self.pi[n:-1]
         dA = px[self.cols] * ry[self.rows] - py[self.rows] * rx[self.cols]
         return dA, py * rw - ry, px * rw - rx
+
+
+def _outputs_determined(
+    lin: Linearization,
+    outputs: Callable[[FloatArray], FloatArray] | None,
+    parameters: Callable[[FloatArray, FloatArray, FloatArray], FloatArray] | None,
+) -> bool:
+    """Whether the requested outputs have a derivative although K is singular.
+
+    Two things can go wrong at a singular K. (1) The solution tangent is not
+    unique: K has null directions; harmless if none of them moves an output.
+    (2) The equations have no solution for some perturbations: a left null
+    vector r of K with rᵀ(dQ Π(z)) ≠ 0 for some parameter direction; harmless
+    if rᵀ(dQ Π(z)) vanishes for every dθ, i.e. if the parameter-space image
+    of r (the adjoint formulas applied to r, then Cᵀ) is zero.
+
+    Both are harmless, for instance, for the epigraph variable t of an
+    inactive ``norm(x) <= r``, free in [‖x‖, r]: it moves no output and no
+    parameter reaches its equation. Then the minimum-norm derivative is the
+    outputs' derivative and no warning is due. Two identical active bounds
+    x ≤ h₁, x ≤ h₂ fail (2): x = min(h₁, h₂) has a kink there.
+    """
+    if outputs is None or parameters is None:
+        return False
+    null = lin.null_directions()
+    left = lin.left_null()
+    if null is None or left is None:
+        return False
+    if null.shape[0]:
+        moved = outputs(null)
+        if np.abs(moved).max(initial=0.0) > 1e-8 * (1.0 + float(np.abs(null).max())):
+            return False
+    n = lin.x.size
+    A = lin.A
+    rows = A.indices.astype(np.intp)
+    cols = np.repeat(np.arange(n), np.diff(A.indptr))
+    px, py = lin.pi[:n], lin.pi[n:-1]
+    for r in left:
+        rx, ry, rw = r[:n], r[n:-1], r[-1]
+        dA = px[cols] * ry[rows] - py[rows] * rx[cols]
+        dtheta = parameters(dA, py * rw - ry, px * rw - rx)
+        if np.abs(dtheta).max(initial=0.0) > 1e-8 * (1.0 + float(np.abs(r).max())):
+            return False
+    return True
 
 
 def _diffcp_solvers(A, b, c, x, y, s, layout, mode):

@@ -10,8 +10,9 @@ explicit sparse matrix to factor it. It is block-diagonal, one block per cone:
   ½·[[1, uᵀ], [u, (1 + t/‖z‖)·I − (t/‖z‖)·u uᵀ]]
 * PSD, V = unsvec(v) = Q diag(λ) Qᵀ: DΠ[H] = Q (B ∘ (Qᵀ H Q)) Qᵀ with
   B_ij = (λᵢ⁺ − λⱼ⁺)/(λᵢ − λⱼ) (B_ij = 1{λᵢ > 0} when λᵢ = λⱼ), in svec coordinates
-* Exp / ExpDual: 3×3 blocks, read from diffcp's own operator (three products
-  with probe vectors give every block at once).
+* Exp / ExpDual: 3×3 blocks from :mod:`conelayers._expcone` (an exact
+  projection; diffcp's iterative one is accurate only to ~1e-7, which capped
+  refinement and gradients on exponential-cone problems at that level).
 
 The closed forms are vectorized over cones of equal size; tests check every
 block against ``diffcp._diffcp.dprojection_dense``.
@@ -25,12 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._cones import PSD, SOC, ConeLayout, Exp, ExpDual, Nonneg, Zero, svec_indices
+from ._expcone import dproject_exp
 from ._typing import CSR, FloatArray
 
 __all__ = ["DualProjection", "dproject_dual"]
-
-# Tolerance diffcp uses to decide that a point lies on the SOC boundary.
-_SOC_BOUNDARY_ATOL = 1e-8
 
 
 def _soc_blocks(v: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -39,7 +38,9 @@ def _soc_blocks(v: FloatArray) -> tuple[FloatArray, FloatArray]:
     t = v[:, 0]
     z = v[:, 1:]
     nz = np.linalg.norm(z, axis=1)
-    inside = (nz <= t) | np.isclose(nz, t, atol=_SOC_BOUNDARY_ATOL)
+    # Exact case split; on the boundary itself the "between" formula is
+    # continuous with both neighbours, so no tolerance is needed.
+    inside = nz <= t
     polar = (nz <= -t) & ~inside
     between = ~(inside | polar)
 
@@ -94,25 +95,16 @@ def _psd_block(v: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
     return proj, jac
 
 
-def _exp_blocks(v: FloatArray, count: int, dual: bool) -> tuple[FloatArray, FloatArray]:
-    """Projection and 3×3 Jacobian blocks for ``count`` exponential cones.
+def _exp_blocks(v: FloatArray, dual: bool) -> tuple[FloatArray, FloatArray]:
+    """Projection and 3×3 Jacobians for exponential cones; ``v`` is (p, 3).
 
-    ``dual`` selects the cone: the projection onto the *dual* of the cone the
-    data sits in. diffcp's routines are the reference here.
+    ``dual`` selects the dual exponential cone, through Moreau:
+    Π_{K*}(v) = v + Π_K(−v), so DΠ_{K*}(v) = I − DΠ_K(−v).
     """
-    import diffcp._diffcp as _diffcp
-    import diffcp.cones as cone_lib
-
-    key = cone_lib.EXP
-    proj = cone_lib._proj(v, key, dual=dual)
-    op = _diffcp.dprojection(v, [_diffcp.Cone(cone_lib.CONE_MAP[key], [count])], dual)
-    cols = []
-    for j in range(3):
-        probe = np.zeros(3 * count)
-        probe[j::3] = 1.0
-        cols.append(np.asarray(op.matvec(probe)).reshape(count, 3))
-    jac = np.stack(cols, axis=2)  # (count, 3 rows, 3 cols)
-    return proj, jac
+    if not dual:
+        return dproject_exp(v)
+    p, jac = dproject_exp(-v)
+    return v + p, np.eye(3)[None] - jac
 
 
 class DualProjection:
@@ -178,9 +170,9 @@ class DualProjection:
             proj[off : off + d] = p
             vals.append(jac.ravel())
         for idx, primal in self.exp:
-            # K = Exp -> project onto Exp* (dual=True); K = ExpDual -> onto Exp.
-            p, jac = _exp_blocks(v[idx].ravel(), idx.shape[0], dual=primal)
-            proj[idx] = p.reshape(-1, 3)
+            # K = Exp: project onto Exp*; K = ExpDual: onto (Exp*)* = Exp.
+            p, jac = _exp_blocks(v[idx], dual=primal)
+            proj[idx] = p
             vals.append(jac.ravel())
         return proj, np.concatenate(vals)
 

@@ -71,8 +71,8 @@ class Status(enum.Enum):
     )
     max_iterations = (
         "the solver reached its iteration or time limit before converging. "
-        "Raise the limit (e.g. `solver_args={'max_iters': ...}` for SCS, "
-        "`{'max_iter': ...}` for Clarabel and ECOS) or try another solver."
+        "Raise the limit (`solver_args={'max_iters': ...}` works for every solver) "
+        "or try another solver."
     )
     numerical_error = (
         "the solver stopped because of numerical difficulties. Rescale the "

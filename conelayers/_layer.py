@@ -169,6 +169,13 @@ class CvxpyLayer:
         """``layer(*values) -> tuple of outputs`` (the values of :meth:`solve`)."""
         return self.solve(*values, solver_args=solver_args).values
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Solver preparations may hold native objects (Clarabel's cone types do
+        # not pickle); they depend only on the layout and are rebuilt on demand.
+        state = self.__dict__.copy()
+        state["_prepared"] = {}
+        return state
+
     def __repr__(self) -> str:
         outs = ", ".join(f"{o.name} {o.shape}" for o in self.program.outputs)
         return f"CvxpyLayer({self.program!r}, outputs=[{outs}], solver={self.solver})"

@@ -206,6 +206,14 @@ class ParametricConeProgram:
             douts.append(_unflatten(flat, out.shape))
         return tuple(douts)
 
+    def recover_linear(self, dxy: FloatArray) -> FloatArray:
+        """All outputs' linear parts R_k stacked, applied to rows of [dx, dy]: ``(k, Σ size)``.
+
+        (For GP outputs this omits the positive factor exp(·), which does not
+        change which tangents vanish.)
+        """
+        return np.concatenate([np.asarray((out.R @ dxy.T).T) for out in self.outputs], axis=1)
+
     def objective(self, x: FloatArray, c: FloatArray, d: FloatArray) -> FloatArray:
         """Optimal value of the user's objective, per item: sign·(cᵀx + d)."""
         value = self.objective_sign * (np.einsum("bi,bi->b", c, x) + d)

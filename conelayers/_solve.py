@@ -172,6 +172,9 @@ class Solution:
                     self._structure, self._program.matrix(A_vals[i]), b[i], c[i], self.x[i],
                     self.y[i], self.s[i], self.mode, index=i,
                     linearization=self._linearizations[i],
+                    outputs=self._program.recover_linear,
+                    parameters=lambda dA, db, dc: self._program.apply_adjoint(
+                        dA[None], db[None], dc[None])[0],
                 )
                 self._linearizations[i] = None
                 self._derivatives[i] = item

@@ -87,7 +87,9 @@ def test_dot_product_jvp_vjp(name, mode, rng):
     w = [rng.standard_normal(np.shape(o)) for o in sol.values]
     lhs = inner(sol.derivative(*v), w)
     rhs = inner(v, sol.adjoint(*w))
-    assert rel_err(lhs, rhs) <= 1e-8, (lhs, rhs)
+    # The exact engine solves both directions with one LU (to ~1e-12 here);
+    # diffcp's dense mode solves normal equations, squaring the condition number.
+    assert rel_err(lhs, rhs) <= (1e-9 if mode == "exact" else 1e-6), (lhs, rhs)
 
 
 @pytest.mark.parametrize("name", list(CASES))

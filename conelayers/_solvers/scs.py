@@ -30,7 +30,7 @@ STATUS_MAP = {
 _SETTINGS = frozenset({
     "max_iters", "eps_abs", "eps_rel", "eps_infeas", "alpha", "rho_x", "scale",
     "adaptive_scale", "normalize", "time_limit_secs", "verbose", "acceleration_lookback",
-    "acceleration_interval", "warm_start", "write_data_filename", "log_csv_filename",
+    "acceleration_interval", "write_data_filename", "log_csv_filename",
     "linear_solver",
 })
 
