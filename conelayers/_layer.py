@@ -87,7 +87,7 @@ class CvxpyLayer:
     array([[1. , 0. ],
            [0.5, 2. ]])
     >>> (grad,) = sol.adjoint(np.ones((2, 2)))  # d sum(x) / dp
-    >>> np.round(grad, 6)
+    >>> np.round(grad, 6) + 0.0  # (+ 0.0 turns a -0. into 0.)
     array([[1., 0.],
            [1., 1.]])
     """
