@@ -72,7 +72,7 @@ def main(argv=None) -> None:
             row = {"problem": name, "solver": solver}
             for refine in (0, 3):
                 errs, fails = [], 0
-                def run_all(refine=refine):
+                def run_all(refine=refine, layer=layer, items=items):
                     return [layer.solve(*v, solver_args={"refine": refine}) for v in items]
                 t, sols = timed(run_all, args.repeats)
                 for sol, ref in zip(sols, refs, strict=True):

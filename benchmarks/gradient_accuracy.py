@@ -76,17 +76,17 @@ def main(argv=None) -> None:
             d = [rng.standard_normal(np.shape(v)) for v in values]
             eps = 1e-6
 
-            def f(vals):
+            def f(vals, w=w, layer=layer):
                 return float(np.sum(w * layer(*vals, solver_args=TIGHT)[0]))
 
-            fd = (f([v + eps * e for v, e in zip(values, d)]) -
-                  f([v - eps * e for v, e in zip(values, d)])) / (2 * eps)
+            fd = (f([v + eps * e for v, e in zip(values, d, strict=True)]) -
+                  f([v - eps * e for v, e in zip(values, d, strict=True)])) / (2 * eps)
             for mode in ("exact", "dense", "lsqr", "lsmr"):
                 sol = layer.solve(*values, solver_args={**TIGHT, "mode": mode})
                 t0 = time.perf_counter()
                 grads = sol.adjoint(w)
                 times.setdefault(mode, []).append(time.perf_counter() - t0)
-                g = sum(float(np.sum(gi * di)) for gi, di in zip(grads, d))
+                g = sum(float(np.sum(gi * di)) for gi, di in zip(grads, d, strict=True))
                 errs.setdefault(mode, []).append(abs(g - fd) / max(abs(fd), 1e-12))
         for mode in errs:
             row = {"problem": name, "mode": mode, "median_rel_err": statistics.median(errs[mode]),

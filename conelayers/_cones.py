@@ -262,12 +262,12 @@ def unsvec(x: FloatArray, order: int | None = None) -> FloatArray:
     """Inverse of :func:`svec`: a symmetric matrix (or stack) from its svec."""
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[-1]
-    k = order if order is not None else int(round((math.sqrt(8 * d + 1) - 1) / 2))
+    k = order if order is not None else round((math.sqrt(8 * d + 1) - 1) / 2)
     if k * (k + 1) // 2 != d:
         raise ValueError(f"svec length {d} is not k(k+1)/2 for an integer k")
     rows, cols = svec_indices(k)
     scale = np.where(rows == cols, 1.0, 1.0 / math.sqrt(2.0))
-    X = np.zeros(x.shape[:-1] + (k, k))
+    X = np.zeros((*x.shape[:-1], k, k))
     X[..., rows, cols] = x * scale
     X[..., cols, rows] = x * scale
     return X

@@ -290,7 +290,6 @@ def refine(
     Its ``x, y, s`` are the refined solution and ``residual`` its N(z). It is
     factored only if a derivative asks for it later.
     """
-    m, n = A.shape
     lin = Linearization.at(structure, A, b, c, x, y - s, index)
     if max_steps <= 0:
         return lin

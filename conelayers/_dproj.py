@@ -178,11 +178,13 @@ class DualProjection:
 
     def matvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*} @ x from the values (no matrix is formed)."""
-        return np.bincount(self.rows, weights=values * x[self.cols], minlength=self.m)
+        return np.bincount(self.rows, weights=values * x[self.cols], minlength=self.m).astype(
+            np.float64, copy=False)
 
     def rmatvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*}ᵀ @ x from the values."""
-        return np.bincount(self.cols, weights=values * x[self.rows], minlength=self.m)
+        return np.bincount(self.cols, weights=values * x[self.rows], minlength=self.m).astype(
+            np.float64, copy=False)
 
     def matrix(self, values: FloatArray) -> CSR:
         """DΠ_{K*} as a CSR array from its values."""

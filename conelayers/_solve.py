@@ -197,7 +197,7 @@ class Solution:
         dc = np.zeros((B, program.n))
         zeros_m = np.zeros(program.m)
         for i in np.flatnonzero(self.ok):
-            dA[i], db[i], dc[i] = self._derivative_at(i).vjp(dx[i], dy[i], zeros_m)
+            dA[i], db[i], dc[i] = self._derivative_at(int(i)).vjp(dx[i], dy[i], zeros_m)
         return gradients(program.parameters, batch, program.apply_adjoint(dA, db, dc))
 
     def derivative(self, *dparams: Any) -> tuple[FloatArray, ...]:
@@ -213,7 +213,7 @@ class Solution:
         dx = np.full((batch.size, program.n), np.nan)
         dy = np.full((batch.size, program.m), np.nan)
         for i in np.flatnonzero(self.ok):
-            dx[i], dy[i], _ = self._derivative_at(i).jvp(dA[i], db[i], dc[i])
+            dx[i], dy[i], _ = self._derivative_at(int(i)).jvp(dA[i], db[i], dc[i])
         douts = program.recover_derivative(dx, dy, self._outs)
         return tuple(self._unbatch(d) for d in douts)
 

@@ -26,9 +26,9 @@ from ._typing import FloatArray
 
 __all__ = [
     "Batch",
+    "CallOptions",
     "check_cotangents",
     "check_tangents",
-    "CallOptions",
     "check_values",
     "gradients",
     "split_solver_args",
@@ -218,7 +218,9 @@ def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, wh
             )
 
 
-def gradients(specs: Sequence[ParameterSpec], batch: Batch, dtheta: FloatArray) -> tuple[FloatArray, ...]:
+def gradients(
+    specs: Sequence[ParameterSpec], batch: Batch, dtheta: FloatArray
+) -> tuple[FloatArray, ...]:
     """Adjoint of :func:`check_values`: dθ (B, p) → one gradient per parameter.
 
     Each gradient has the shape of the value that was passed; an unbatched

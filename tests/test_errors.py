@@ -50,7 +50,7 @@ def test_parameters_must_be_a_list(setup):
 
 
 def test_parameters_entries_must_be_parameters(setup):
-    prob, A, b, x = setup
+    prob, A, _, x = setup
     with pytest.raises(ParameterError, match=r"`parameters\[1\]` must be a cvxpy.Parameter; "
                        r"got ndarray"):
         CvxpyLayer(prob, [A, np.ones(3)], [x])
@@ -63,7 +63,7 @@ def test_duplicate_parameters(setup):
 
 
 def test_variable_not_in_problem(setup):
-    prob, A, b, x = setup
+    prob, A, b, _ = setup
     y = cp.Variable(2)
     with pytest.raises(ParameterError, match=r"`variables\[0\]` \(var\d+\) is neither a variable "
                        r"of `problem` nor the dual variable of one of its constraints"):

@@ -67,7 +67,8 @@ def test_default_raises_naming_the_item_and_the_layer_keeps_working(solver, rng)
     prob, params, variables = box_problem()
     layer = CvxpyLayer(prob, params, variables, solver=solver)
     c = rng.standard_normal((3, 3))
-    with pytest.raises(SolverError, match=r"1 of 3 batch item\(s\).*\n  item 2: infeasible") as info:
+    message = r"1 of 3 batch item\(s\).*\n  item 2: infeasible"
+    with pytest.raises(SolverError, match=message) as info:
         layer(c, np.zeros(3), np.array([1.0, 2.0, -3.0]))
     assert info.value.failed == (2,)
     assert info.value.statuses[2] is Status.infeasible

@@ -27,17 +27,16 @@ def get_solver(name: str) -> AbstractSolver:
     """The adapter for ``name`` (case-insensitive); ``ParameterError`` if unknown."""
     from .._errors import ParameterError
 
+    names = ", ".join(c.name for c in SOLVERS.values())
     if not isinstance(name, str):
-        # cvxpylayers users sometimes pass cp.SCS, which is the string "SCS".
         raise ParameterError(
-            f"`solver` must be a solver name (one of {', '.join(c.name for c in SOLVERS.values())}); "
-            f"got {type(name).__name__} {name!r}."
+            f"`solver` must be a solver name (one of {names}); got {type(name).__name__} "
+            f"{name!r}."
         )
     cls = SOLVERS.get(name.upper())
     if cls is None:
         raise ParameterError(
-            f"`solver` {name!r} is not a solver conelayers knows; choose one of "
-            f"{', '.join(c.name for c in SOLVERS.values())}."
+            f"`solver` {name!r} is not a solver conelayers knows; choose one of {names}."
         )
     if not cls.is_installed():
         raise ParameterError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,12 @@ class ClarabelSolver(AbstractSolver):
     required_modules = ("clarabel",)
     supported_cones = frozenset({Zero, Nonneg, SOC, PSD, Exp})
     native_options = _SETTINGS
-    portable_options = {
+    portable_options = MappingProxyType({
         "eps": ("tol_gap_abs", "tol_gap_rel", "tol_feas"),
         "max_iters": ("max_iter",),
         "verbose": ("verbose",),
-    }
-    defaults = {"verbose": False}
+    })
+    defaults = MappingProxyType({"verbose": False})
 
     def prepare(self, layout: ConeLayout, n: int) -> tuple[list[Any], np.ndarray | None]:
         import clarabel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,12 @@ class ECOSSolver(AbstractSolver):
     required_modules = ("ecos",)
     supported_cones = frozenset({Zero, Nonneg, SOC, Exp})
     native_options = _SETTINGS
-    portable_options = {
+    portable_options = MappingProxyType({
         "eps": ("feastol", "abstol", "reltol"),
         "max_iters": ("max_iters",),
         "verbose": ("verbose",),
-    }
-    defaults = {"verbose": False}
+    })
+    defaults = MappingProxyType({"verbose": False})
 
     def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
         zero = layout.count(Zero)

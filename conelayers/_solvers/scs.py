@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,12 @@ class SCSSolver(AbstractSolver):
     required_modules = ("scs",)
     supported_cones = frozenset({Zero, Nonneg, SOC, PSD, Exp, ExpDual})
     native_options = _SETTINGS
-    portable_options = {
+    portable_options = MappingProxyType({
         "eps": ("eps_abs", "eps_rel"),
         "max_iters": ("max_iters",),
         "verbose": ("verbose",),
-    }
-    defaults = {"verbose": False}
+    })
+    defaults = MappingProxyType({"verbose": False})
 
     def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
         return layout.to_scs()
