@@ -18,8 +18,10 @@ $(VENV)/.installed-core: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# The suite covers every front-end, so `make test` installs them all
+# (torch==2.13.0 is pinned in setup.cfg: a local CPU wheel on our machines).
 $(STAMP): $(VENV)/.installed-core
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,torch]"
 	touch $@
 
 demo: $(VENV)/.installed-core

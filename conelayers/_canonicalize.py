@@ -23,6 +23,7 @@ How it works (CVXPY 1.9):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ def canonicalize(
     variables: Sequence[cp.Variable],
     *,
     gp: bool = False,
+    canon_backend: str | None = None,
 ) -> ParametricConeProgram:
     """Canonicalize ``problem`` once into the maps C and R.
 
@@ -101,7 +103,13 @@ def canonicalize(
         gp_log_params = {p.id: lp for p, lp in dgp2dcp.canon_methods._parameters.items()}
         gp_var_ids = {k: v[0] for k, v in dgp2dcp.var_id_map.items()}
 
-    data, chain, inverse_data = target.get_problem_data(solver=cp.DIFFCP, enforce_dpp=True)
+    with warnings.catch_warnings():
+        # CVXPY reads `.value` of sparse parameters while canonicalizing and warns
+        # about its own access; the user did nothing to deserve it.
+        warnings.filterwarnings("ignore", message="Reading from a sparse CVXPY expression")
+        data, chain, inverse_data = target.get_problem_data(
+            solver=cp.DIFFCP, enforce_dpp=True, canon_backend=canon_backend
+        )
     param_prob = data[cp.settings.PARAM_PROB]
     for kind in (PowCone3D, PowConeND):
         if param_prob.constr_map.get(kind):

@@ -63,6 +63,11 @@ class CvxpyLayer:
     throw : bool, default True
         Raise :class:`SolverError` when an item fails. With ``False`` failed
         items come back as NaN and ``Solution.status`` says why.
+    verbose : bool, default False
+        Let the solver print its progress (cvxpylayers' argument).
+    canon_backend : str, optional
+        CVXPY's canonicalization backend (``"CPP"``, ``"SCIPY"``, ...), passed
+        to ``problem.get_problem_data``.
 
     Raises
     ------
@@ -102,8 +107,14 @@ class CvxpyLayer:
         solver: str | None = None,
         solver_args: Mapping[str, Any] | None = None,
         throw: bool = True,
+        verbose: bool = False,
+        canon_backend: str | None = None,
     ) -> None:
-        self.program: ParametricConeProgram = canonicalize(problem, parameters, variables, gp=gp)
+        self.program: ParametricConeProgram = canonicalize(
+            problem, parameters, variables, gp=gp, canon_backend=canon_backend
+        )
+        if verbose:
+            solver_args = {"verbose": True, **(solver_args or {})}
         given = split_solver_args(solver_args)
         if solver is not None and given.solver is not None and (
             not isinstance(solver, str) or solver.upper() != given.solver.upper()

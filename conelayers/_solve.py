@@ -36,8 +36,19 @@ from ._validate import Batch, check_cotangents, check_tangents, gradients
 __all__ = ["Solution", "solve_batch"]
 
 # HSDE residual (relative to the data's scale) at which a refined solution the
-# solver called inaccurate counts as optimal.
+# solver called inaccurate, or gave up on, counts as optimal.
 _UPGRADE_TOL = 1e-9
+# Verdicts after which the solver's last iterate may still be refined to a
+# certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
+# instance, usually stops a hair away from it). Infeasibility and unboundedness
+# certificates are never second-guessed.
+_RESCUABLE = frozenset({Status.optimal_inaccurate, Status.numerical_error,
+                        Status.max_iterations, Status.solver_error})
+
+
+def _finite(raw) -> bool:
+    return bool(np.isfinite(raw.x).all() and np.isfinite(raw.y).all()
+                and np.isfinite(raw.s).all() and raw.x.size > 0)
 
 
 def solve_batch(
@@ -72,17 +83,19 @@ def solve_batch(
         raw = solver.solve(prepared, A, b[i], c[i], options)
         status = raw.status
         iterations[i] = raw.iterations
-        if status.ok:
+        rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
+        if status.ok or rescue:
             lin = refine_solution(structure, A, b[i], c[i], raw.x, raw.y, raw.s,
                                   max_steps=refine, index=i)
-            x[i], y[i], s[i] = lin.x, lin.y, lin.s
-            residual[i] = lin.residual_norm
-            linearizations[i] = lin
-            if status is Status.optimal_inaccurate and lin.residual_norm <= _UPGRADE_TOL * (
-                1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
-            ):
-                # Refinement reached a KKT point to near rounding level: it is optimal.
+            scale = 1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
+            if status is not Status.optimal and lin.residual_norm <= _UPGRADE_TOL * scale:
+                # Refinement reached a KKT point to near rounding level: whatever the
+                # solver's own verdict, the point is optimal.
                 status = Status.optimal
+            if status.ok:
+                x[i], y[i], s[i] = lin.x, lin.y, lin.s
+                residual[i] = lin.residual_norm
+                linearizations[i] = lin
         statuses.append(status)
 
     if throw and not all(st.ok for st in statuses):

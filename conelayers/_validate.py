@@ -291,6 +291,20 @@ def check_cotangents(
     return tuple(result)
 
 
+def check_uniform(attribute: str, values: Sequence[tuple[int, str]], advice: str) -> None:
+    """Front-ends: every tensor argument must agree on ``attribute`` (dtype, device).
+
+    ``values`` lists ``(parameter index, value)`` for the tensor arguments.
+    """
+    distinct = sorted({v for _, v in values})
+    if len(distinct) > 1:
+        detail = ", ".join(f"parameters[{i}]: {v}" for i, v in values)
+        raise ParameterError(
+            f"the parameter tensors must all have the same {attribute}; got {detail}. "
+            f"{advice}"
+        )
+
+
 @dataclass(frozen=True)
 class CallOptions:
     """``solver_args`` split into the layer's own options and the solver's.

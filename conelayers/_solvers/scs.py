@@ -60,10 +60,12 @@ class SCSSolver(AbstractSolver):
         result = solver.solve()
         info = result["info"]
         status = STATUS_MAP.get(int(info["status_val"]), Status.solver_error)
-        if status is Status.optimal_inaccurate and "reached" in str(info.get("status", "")):
-            # SCS 3 reports "solved (inaccurate - reached max_iters/time_limit_secs)":
-            # it stopped at a limit with its tolerances unmet. The iterate can be far
-            # from optimal, so it is a failure, not a usable inaccurate solution.
+        if "reached" in str(info.get("status", "")):
+            # SCS 3 says "solved (inaccurate - reached max_iters)", and likewise
+            # "unbounded/infeasible (inaccurate - reached ...)" or a bare
+            # "(inaccurate - reached ...)": it stopped at its iteration or time limit
+            # with its tolerances unmet. Neither the iterate nor a half-made
+            # certificate can be trusted; the honest verdict is the limit.
             status = Status.max_iterations
         return finite_or_failed(RawSolution(
             np.asarray(result["x"], dtype=np.float64),

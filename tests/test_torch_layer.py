@@ -1,0 +1,364 @@
+"""The PyTorch front-end: autograd in both directions, dtype/device round trip,
+cvxpylayers' documented examples, failures as data, errors."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import cvxpy as cp  # noqa: E402
+import diffcp  # noqa: E402
+import numpy as np  # noqa: E402
+from problems import CASES  # noqa: E402
+
+from conelayers import DPPError, ParameterError, SolverError, Status  # noqa: E402
+from conelayers.torch import CvxpyLayer  # noqa: E402
+
+torch.set_default_dtype(torch.float64)
+
+
+def torch_layer(case, **kwargs):
+    return CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp, **kwargs)
+
+
+def as_function(case, layer):
+    """The layer as a function of free tensors (symmetric parameters symmetrized),
+    so that gradcheck's entry-wise perturbations stay inside the domain."""
+    def fn(*params):
+        params = [(p + p.T) / 2 if i in case.symmetric else p for i, p in enumerate(params)]
+        return layer(*params, solver_args={"eps": 1e-10})
+    return fn
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradcheck_reverse_and_forward_mode_on_the_zoo(name, rng):
+    case = CASES[name]()
+    layer = torch_layer(case)
+    inputs = tuple(torch.tensor(v, requires_grad=True) for v in case.sample(rng))
+    assert torch.autograd.gradcheck(as_function(case, layer), inputs, eps=1e-6, atol=1e-6,
+                                    rtol=1e-5, check_forward_ad=True,
+                                    check_undefined_grad=False)
+
+
+@pytest.mark.parametrize("name", ["qp", "psd_projection", "logistic", "geometric",
+                                  "ball_projection"])
+def test_forward_mode_agrees_with_reverse_mode(name, rng):
+    """⟨J v, w⟩ from torch.func.jvp equals ⟨v, Jᵀ w⟩ from backward, batched."""
+    case = CASES[name]()
+    layer = torch_layer(case)
+    values = [torch.tensor(v) for v in case.sample_batch(rng, 3)]
+    tangents = [torch.tensor(rng.standard_normal(v.shape)) for v in values]
+    tangents = [(t + t.transpose(-1, -2)) / 2 if i in case.symmetric else t
+                for i, t in enumerate(tangents)]
+    outs, jvps = torch.func.jvp(lambda *p: layer(*p), tuple(values), tuple(tangents))
+    weights = [torch.tensor(rng.standard_normal(o.shape)) for o in outs]
+    lhs = sum(float((j * w).sum()) for j, w in zip(jvps, weights, strict=True))
+    params = [v.clone().requires_grad_() for v in values]
+    loss = sum((o * w).sum() for o, w in zip(layer(*params), weights, strict=True))
+    grads = torch.autograd.grad(loss, params)
+    rhs = sum(float((g * t).sum()) for g, t in zip(grads, tangents, strict=True))
+    assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(lhs))
+
+
+def test_forward_ad_dual_tensors(rng):
+    import torch.autograd.forward_ad as fwAD
+
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample(rng)[0])
+    dz = torch.tensor(rng.standard_normal(6))
+    with fwAD.dual_level():
+        (x,) = layer(fwAD.make_dual(z, dz))
+        tangent = fwAD.unpack_dual(x).tangent
+    expected = torch.func.jvp(lambda z_: layer(z_)[0], (z,), (dz,))[1]
+    torch.testing.assert_close(tangent, expected)
+
+
+def test_broadcast_parameter_gets_the_summed_gradient(rng):
+    case = CASES["qp"]()
+    layer = torch_layer(case)
+    F, g, A, b = case.sample_batch(rng, 4)
+    Ft = torch.tensor(F, requires_grad=True)
+    gt = torch.tensor(g[0], requires_grad=True)  # shared
+    At, bt = torch.tensor(A[0]), torch.tensor(b[0])
+    outs = layer(Ft, gt, At, bt)
+    outs[0].sum().backward()
+    total = torch.zeros_like(gt)
+    for i in range(4):
+        gi = gt.detach().clone().requires_grad_()
+        layer(Ft[i].detach(), gi, At, bt)[0].sum().backward()
+        total += gi.grad
+    torch.testing.assert_close(gt.grad, total, atol=1e-9, rtol=1e-9)
+
+
+# -- cvxpylayers' README examples, unchanged but for the import -----------------
+
+
+def test_cvxpylayers_readme_pnorm_example():
+    n, m = 2, 3
+    x = cp.Variable(n)
+    A = cp.Parameter((m, n))
+    b = cp.Parameter(m)
+    constraints = [x >= 0]
+    objective = cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1))
+    problem = cp.Problem(objective, constraints)
+    assert problem.is_dpp()
+
+    layer = CvxpyLayer(problem, parameters=[A, b], variables=[x])
+    torch.manual_seed(0)
+    A_tch = torch.randn(m, n, requires_grad=True)
+    b_tch = torch.randn(m, requires_grad=True)
+    (solution,) = layer(A_tch, b_tch)
+    solution.sum().backward()
+    assert A_tch.grad is not None and b_tch.grad is not None
+    assert torch.isfinite(A_tch.grad).all()
+
+
+def test_cvxpylayers_readme_dual_variables_example():
+    x = cp.Variable(2)
+    c = cp.Parameter(2)
+    b = cp.Parameter()
+    eq_con = cp.sum(x) == b
+    prob = cp.Problem(cp.Minimize(c @ x), [eq_con, x >= 0])
+    layer = CvxpyLayer(prob, parameters=[c, b], variables=[x, eq_con.dual_variables[0]])
+    c_tch = torch.tensor([1.0, 2.0], requires_grad=True)
+    b_tch = torch.tensor(1.0, requires_grad=True)
+    x_star, eq_dual = layer(c_tch, b_tch)
+    torch.testing.assert_close(x_star, torch.tensor([1.0, 0.0]), atol=1e-9, rtol=0)
+    c.value, b.value = [1.0, 2.0], 1.0
+    prob.solve(solver=cp.CLARABEL)
+    # Optimal value c₁·b: the multiplier has magnitude c₁ = 1, with CVXPY's sign.
+    dual = eq_dual.item()
+    assert abs(dual - eq_con.dual_value) < 1e-7 and abs(abs(dual) - 1) < 1e-9
+    (x_star[0] + eq_dual).backward()
+    torch.testing.assert_close(b_tch.grad, torch.tensor(1.0), atol=1e-9, rtol=0)
+
+
+def test_cvxpylayers_readme_gp_example():
+    x = cp.Variable(pos=True)
+    y = cp.Variable(pos=True)
+    z = cp.Variable(pos=True)
+    a = cp.Parameter(pos=True, value=2.)
+    b = cp.Parameter(pos=True, value=1.)
+    c = cp.Parameter(value=0.5)
+    objective_fn = 1 / (x * y * z)
+    objective = cp.Minimize(objective_fn)
+    constraints = [a * (x * y + x * z + y * z) <= b, x >= y ** c]
+    problem = cp.Problem(objective, constraints)
+    assert problem.is_dgp(dpp=True)
+
+    layer = CvxpyLayer(problem, parameters=[a, b, c], variables=[x, y, z], gp=True)
+    a_tch = torch.tensor(a.value, requires_grad=True)
+    b_tch = torch.tensor(b.value, requires_grad=True)
+    c_tch = torch.tensor(c.value, requires_grad=True)
+    x_star, y_star, z_star = layer(a_tch, b_tch, c_tch)
+    sum_of_solution = x_star + y_star + z_star
+    sum_of_solution.backward()
+
+    problem.solve(gp=True, solver=cp.CLARABEL)
+    for ours, ref in ((x_star, x), (y_star, y), (z_star, z)):
+        assert abs(ours.item() - ref.value) < 1e-5
+    assert all(torch.isfinite(t.grad) for t in (a_tch, b_tch, c_tch))
+
+
+def test_least_squares_gradient_matches_the_closed_form(rng):
+    """cvxpylayers' test_least_squares: unconstrained ridge regression."""
+    m, n = 10, 4
+    A = cp.Parameter((m, n))
+    b = cp.Parameter(m)
+    x = cp.Variable(n)
+    obj = cp.sum_squares(A @ x - b) + cp.sum_squares(x)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(obj)), [A, b], [x])
+    A_t = torch.tensor(rng.standard_normal((m, n)), requires_grad=True)
+    b_t = torch.tensor(rng.standard_normal(m), requires_grad=True)
+
+    def closed_form(A_, b_):
+        return torch.linalg.solve(A_.T @ A_ + torch.eye(n), A_.T @ b_)
+
+    (x_star,) = layer(A_t, b_t)
+    x_star.sum().backward()
+    grads = A_t.grad.clone(), b_t.grad.clone()
+    A_t.grad = b_t.grad = None
+    closed_form(A_t, b_t).sum().backward()
+    torch.testing.assert_close(x_star, closed_form(A_t, b_t).detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(grads[0], A_t.grad, atol=1e-9, rtol=0)
+    torch.testing.assert_close(grads[1], b_t.grad, atol=1e-9, rtol=0)
+
+
+def test_logistic_regression_and_sdp_examples_run_through_the_import(rng):
+    """cvxpylayers' logistic-regression and SDP tests, as a user would write them."""
+    N, n = 12, 3
+    a = cp.Variable(n)
+    X = cp.Parameter((N, n))
+    Y = rng.integers(0, 2, N).astype(float)
+    lam = cp.Parameter(nonneg=True)
+    log_likelihood = cp.sum(cp.multiply(Y, X @ a) - cp.logistic(X @ a))
+    prob = cp.Problem(cp.Minimize(-log_likelihood / N + lam * cp.sum_squares(a)))
+    fit = CvxpyLayer(prob, [X, lam], [a])
+    X_t = torch.tensor(rng.standard_normal((N, n)), requires_grad=True)
+    lam_t = torch.tensor(0.1, requires_grad=True)
+    (a_t,) = fit(X_t, lam_t)
+    a_t.sum().backward()
+    assert torch.isfinite(X_t.grad).all() and torch.isfinite(lam_t.grad)
+
+    k = 3
+    C = cp.Parameter((k, k), symmetric=True)
+    Xv = cp.Variable((k, k), symmetric=True)
+    sdp = cp.Problem(cp.Minimize(cp.trace(C @ Xv) + cp.sum_squares(Xv)),
+                     [Xv >> 0, cp.trace(Xv) == 1])
+    sdp_layer = CvxpyLayer(sdp, [C], [Xv])
+    M = torch.tensor(rng.standard_normal((k, k)))
+    C_t = ((M + M.T) / 2).requires_grad_()
+    (X_t,) = sdp_layer(C_t)
+    (X_t * torch.eye(k)).sum().backward()
+    torch.testing.assert_close(C_t.grad, C_t.grad.T)
+
+
+# -- dtype, device, paths ---------------------------------------------------
+
+
+def test_float32_in_float32_out_and_gradients_too(rng):
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample(rng)[0], dtype=torch.float32, requires_grad=True)
+    (x,) = layer(z)
+    assert x.dtype == torch.float32
+    x[0].backward()
+    assert z.grad.dtype == torch.float32
+    (x64,) = layer(z.detach().double())
+    torch.testing.assert_close(x.double(), x64, atol=1e-6, rtol=0)
+
+
+def test_mixed_dtypes_and_devices_are_rejected():
+    case = CASES["affine_projection"]()
+    layer = torch_layer(case)
+    p = torch.zeros(5, dtype=torch.float32)
+    A = torch.ones(2, 5)
+    b = torch.zeros(2)
+    with pytest.raises(ParameterError, match=r"must all have the same dtype; got "
+                       r"parameters\[0\]: float32, parameters\[1\]: float64"):
+        layer(p, A, b)
+    with pytest.raises(ParameterError, match=r"must all have the same device; got "
+                       r"parameters\[0\]: meta, parameters\[1\]: cpu"):
+        layer(torch.zeros(5, device="meta"), A, b)
+
+
+def test_numpy_arrays_and_numbers_are_accepted(rng):
+    case = CASES["affine_projection"]()
+    layer = torch_layer(case)
+    p, A, b = case.sample(rng)
+    (x1, _) = layer(p, A, b)
+    (x2, _) = layer(torch.tensor(p), torch.tensor(A), torch.tensor(b))
+    torch.testing.assert_close(x1, x2)
+
+
+def test_no_grad_path_accepts_derivative_only_options(rng):
+    """cvxpylayers 1.2 crashes here in evaluation with mode='dense'."""
+    case = CASES["qp"]()
+    layer = torch_layer(case, solver_args={"mode": "dense"})
+    values = [torch.tensor(v, requires_grad=True) for v in case.sample(rng)]
+    with torch.no_grad():
+        outs = layer(*values)
+    assert all(o.grad_fn is None for o in outs)
+    outs = layer(*values, solver_args={"mode": "lsqr"})
+    outs[0].sum().backward()
+    assert values[0].grad is not None
+
+
+def test_nan_option_keeps_the_batch_and_reports_status():
+    x = cp.Variable(2)
+    lo = cp.Parameter(2)
+    s = cp.Parameter()
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, cp.sum(x) <= s])
+    layer = CvxpyLayer(prob, [lo, s], [x])
+    lo_t = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.1, 0.2]], requires_grad=True)
+    s_t = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)  # item 1 is infeasible
+    x_t, status = layer(lo_t, s_t, throw=False, return_status=True)
+    assert status == (Status.optimal, Status.infeasible, Status.optimal)
+    assert torch.isnan(x_t[1]).all() and torch.isfinite(x_t[[0, 2]]).all()
+    torch.testing.assert_close(x_t[[0, 2]], lo_t.detach()[[0, 2]], atol=1e-9, rtol=0)
+    ok = torch.tensor([st.ok for st in status])
+    x_t[ok].sum().backward()
+    torch.testing.assert_close(lo_t.grad, torch.tensor([[1.0, 1.0], [0, 0], [1, 1]]),
+                               atol=1e-8, rtol=0)
+    with pytest.raises(SolverError, match="item 1: infeasible") as info:
+        layer(lo_t, s_t)
+    assert isinstance(info.value, diffcp.SolverError)
+
+
+# -- errors -------------------------------------------------------------------
+
+
+def test_errors_users_already_catch():
+    x = cp.Variable()
+    a, b = cp.Parameter(), cp.Parameter()
+    with pytest.raises(ValueError, match=r"^Problem must be DPP\."):
+        CvxpyLayer(cp.Problem(cp.Minimize(a * b * x), [x >= 0]), [a, b], [x])
+    with pytest.raises(ValueError, match=r"`parameters` must list exactly the parameters"):
+        CvxpyLayer(cp.Problem(cp.Minimize(a * x), [x >= b]), [a], [x])
+    with pytest.raises(ValueError, match=r"`variables\[0\]`"):
+        CvxpyLayer(cp.Problem(cp.Minimize(a * x), [x >= b]), [a, b], [cp.Variable()])
+    assert issubclass(DPPError, ValueError)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((torch.zeros(5), torch.ones(2, 5)), r"expected 3 parameter value\(s\)"),
+    ((torch.zeros(4), torch.ones(2, 5), torch.zeros(2)),
+     r"`parameters\[0\]` \(param\d+, shape \(5,\)\) must have shape \(5,\), or \(batch_size, 5\) "
+     r"for a batch; got shape \(4,\)"),
+    ((torch.zeros(3, 5), torch.ones(4, 2, 5), torch.zeros(2)),
+     r"disagree on the batch size \(parameters\[0\]: 3, parameters\[1\]: 4\)"),
+    ((torch.full((5,), float("nan")), torch.ones(2, 5), torch.zeros(2)),
+     r"`parameters\[0\]` .* contains NaN or inf"),
+    ((torch.zeros(0, 5), torch.ones(2, 5), torch.zeros(2)), r"has an empty batch"),
+    (("abc", torch.ones(2, 5), torch.zeros(2)),
+     r"`parameters\[0\]` must be a tensor, a NumPy array or a number; got str"),
+])
+def test_bad_input_is_rejected_before_any_solve(args, message):
+    case = CASES["affine_projection"]()
+    with pytest.raises(ParameterError, match=message):
+        torch_layer(case)(*args)
+
+
+# -- copies and threads ---------------------------------------------------------
+
+
+def test_deepcopy_pickle_to_and_double(rng):
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample(rng)[0])
+    expected = layer(z)[0]
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)),
+                  layer.to("cpu"), layer.double(), layer.float()):
+        torch.testing.assert_close(other(z)[0], expected, atol=1e-12, rtol=0)
+
+
+def test_threads_share_one_layer(rng):
+    case = CASES["qp"]()
+    layer = torch_layer(case)
+    inputs = [[torch.tensor(v, requires_grad=True) for v in case.sample(rng)] for _ in range(8)]
+
+    def run(vals):
+        (x, *_rest) = layer(*vals)
+        return x.detach(), torch.autograd.grad(x.sum(), vals[0])[0]
+
+    sequential = [run(v) for v in inputs]
+    results: list = [None] * len(inputs)
+
+    def worker(k):
+        for i in range(k, len(inputs), 4):
+            results[i] = run(inputs[i])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (x1, g1), (x2, g2) in zip(sequential, results, strict=True):
+        torch.testing.assert_close(x1, x2, atol=1e-12, rtol=0)
+        torch.testing.assert_close(g1, g2, atol=1e-10, rtol=0)
