@@ -19,9 +19,10 @@ $(VENV)/.installed-core: $(PY) setup.cfg pyproject.toml
 	touch $@
 
 # The suite covers every front-end, so `make test` installs them all
-# (torch==2.13.0 is pinned in setup.cfg: a local CPU wheel on our machines).
+# (torch==2.13.0 is pinned in setup.cfg: a local CPU wheel on our machines;
+# tensorflow-cpu is about 1.6 GB and half a minute).
 $(STAMP): $(VENV)/.installed-core
-	$(PY) -m pip install --quiet -e ".[test,torch]"
+	$(PY) -m pip install --quiet -e ".[test,torch,tensorflow]"
 	touch $@
 
 demo: $(VENV)/.installed-core

@@ -96,6 +96,12 @@ class Status(enum.Enum):
 class ConelayersError(Exception):
     """Base class of every error raised by conelayers."""
 
+    # TensorFlow's AutoGraph re-raises an error met while tracing a tf.function
+    # as its own StagingError unless it can rebuild the original type from a
+    # message, which it recognises by this very constructor. Keeping it lets a
+    # ParameterError raised at trace time reach the user as a ParameterError.
+    __init__ = Exception.__init__
+
 
 class DPPError(ConelayersError, ValueError):
     """The problem does not follow the DPP rules, so it cannot be a layer."""

@@ -28,6 +28,7 @@ __all__ = [
     "Batch",
     "CallOptions",
     "check_cotangents",
+    "check_shapes",
     "check_tangents",
     "check_values",
     "gradients",
@@ -98,40 +99,11 @@ def _as_float_array(value: Any, what: str) -> FloatArray:
 
 def check_values(specs: Sequence[ParameterSpec], values: Sequence[Any]) -> Batch:
     """Validate parameter values and build θ for the whole batch."""
-    if len(values) != len(specs):
-        names = ", ".join(f"{s.name} {s.shape}" for s in specs)
-        raise ParameterError(
-            f"expected {len(specs)} parameter value(s), one per parameter in the order "
-            f"of `parameters` ({names}); got {len(values)}."
-        )
-    arrays: list[FloatArray] = []
-    batched: list[bool] = []
-    sizes: dict[int, int] = {}
-    for i, (spec, value) in enumerate(zip(specs, values, strict=True)):
-        what = _describe(spec, i)
-        arr = _as_float_array(value, what)
-        if arr.shape == spec.shape:
-            batched.append(False)
-        elif arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == spec.shape:
-            if arr.shape[0] == 0:
-                raise ParameterError(
-                    f"{what} has an empty batch (shape {arr.shape}); pass at least one item."
-                )
-            batched.append(True)
-            sizes[i] = arr.shape[0]
-        else:
-            raise ParameterError(
-                f"{what} must have shape {spec.shape}, or (batch_size, "
-                f"{', '.join(map(str, spec.shape))}) for a batch; got shape {arr.shape}."
-            )
-        arrays.append(arr)
-    if len(set(sizes.values())) > 1:
-        detail = ", ".join(f"parameters[{i}]: {b}" for i, b in sizes.items())
-        raise ParameterError(
-            f"batched parameter values disagree on the batch size ({detail}); give every "
-            "batched value the same leading dimension, or pass a value without the "
-            "batch axis to share it across the batch."
-        )
+    _check_count(specs, len(values))
+    arrays = [_as_float_array(value, _describe(spec, i))
+              for i, (spec, value) in enumerate(zip(specs, values, strict=True))]
+    batched = check_shapes(specs, [a.shape for a in arrays])
+    sizes = {i: a.shape[0] for i, (a, b) in enumerate(zip(arrays, batched, strict=True)) if b}
     size = next(iter(sizes.values()), 1)
 
     flats = []
@@ -143,6 +115,59 @@ def check_values(specs: Sequence[ParameterSpec], values: Sequence[Any]) -> Batch
         flats.append(flat)
         theta[:, spec.offset : spec.offset + spec.size] = np.log(flat) if spec.log else flat
     return Batch(size, tuple(batched), theta, tuple(flats))
+
+
+def _check_count(specs: Sequence[ParameterSpec], count: int) -> None:
+    if count != len(specs):
+        names = ", ".join(f"{s.name} {s.shape}" for s in specs)
+        raise ParameterError(
+            f"expected {len(specs)} parameter value(s), one per parameter in the order "
+            f"of `parameters` ({names}); got {count}."
+        )
+
+
+def check_shapes(
+    specs: Sequence[ParameterSpec], shapes: Sequence[tuple[int | None, ...] | None]
+) -> list[bool]:
+    """The count, shape and batch-size rules; returns which values are batched.
+
+    Also usable before the values exist (graph mode): ``None`` stands for an
+    unknown dimension or an unknown shape, and unknowns are not judged.
+    """
+    _check_count(specs, len(shapes))
+    batched: list[bool] = []
+    sizes: dict[int, int] = {}
+    for i, (spec, shape) in enumerate(zip(specs, shapes, strict=True)):
+        what = _describe(spec, i)
+        if shape is None:
+            batched.append(False)
+            continue
+        shape = tuple(shape)
+        fits = lambda got, want: len(got) == len(want) and all(  # noqa: E731
+            g is None or g == w for g, w in zip(got, want, strict=True))
+        if fits(shape, spec.shape):
+            batched.append(False)
+        elif len(shape) == len(spec.shape) + 1 and fits(shape[1:], spec.shape):
+            if shape[0] == 0:
+                raise ParameterError(
+                    f"{what} has an empty batch (shape {shape}); pass at least one item."
+                )
+            batched.append(True)
+            if shape[0] is not None:
+                sizes[i] = shape[0]
+        else:
+            raise ParameterError(
+                f"{what} must have shape {spec.shape}, or (batch_size, "
+                f"{', '.join(map(str, spec.shape))}) for a batch; got shape {shape}."
+            )
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"parameters[{i}]: {b}" for i, b in sizes.items())
+        raise ParameterError(
+            f"batched parameter values disagree on the batch size ({detail}); give every "
+            "batched value the same leading dimension, or pass a value without the "
+            "batch axis to share it across the batch."
+        )
+    return batched
 
 
 def _first_bad(bad: np.ndarray, batched: bool) -> str:

@@ -1,0 +1,247 @@
+"""TensorFlow glue around the NumPy core: eager, ``tf.function`` and Keras.
+
+The solve runs in a ``tf.numpy_function`` (so it works inside graphs, with
+unknown batch sizes); ``tf.custom_gradient`` registers the core's adjoint as
+the gradient. The backward pass needs the forward pass's Solution (with its
+factorizations): graphs cannot carry a Python object from one op to another,
+so the forward op returns a key into a small registry of pending solutions,
+and the backward op pops it. If the entry is gone (a persistent tape asking
+twice, or more than ``_PENDING`` forward passes without a backward), the
+backward op re-solves from the inputs, which gives the same solution.
+
+Forward mode: ``tf.autodiff.ForwardAccumulator`` obtains JVPs by
+differentiating the gradient function with respect to its cotangent (the
+"double-backward" trick); the gradient op therefore has a gradient of its own,
+the core's JVP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import _layer as core
+from .._errors import ParameterError
+from .._solve import Solution
+from .._validate import check_shapes, check_uniform
+
+__all__ = ["CvxpyLayer", "KerasCvxpyLayer"]
+
+_PENDING = 32  # forward passes whose solution waits for a backward pass
+
+
+class CvxpyLayer:
+    """A CVXPY problem as a differentiable TensorFlow function.
+
+    Same arguments as :class:`conelayers.CvxpyLayer`; a drop-in for
+    cvxpylayers 0.1.x's ``cvxpylayers.tensorflow.CvxpyLayer``. Calling
+    ``layer(*params)`` returns a tuple of tensors with the dtype of the inputs
+    (float32 or float64; the solve runs in float64), eagerly or inside
+    ``tf.function``. With ``return_status=True`` a last element, a string
+    tensor of per-item status names (``conelayers.Status[name]``), follows.
+    """
+
+    def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any], *,
+                 gp: bool = False, solver: str | None = None,
+                 solver_args: Mapping[str, Any] | None = None, throw: bool = True,
+                 verbose: bool = False, canon_backend: str | None = None) -> None:
+        self.layer = core.CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
+                                     solver_args=solver_args, throw=throw, verbose=verbose,
+                                     canon_backend=canon_backend)
+        self._pending: OrderedDict[int, Solution] = OrderedDict()
+        self._keys = itertools.count()
+        self._lock = threading.Lock()
+
+    @tf.autograph.experimental.do_not_convert  # plain Python: errors stay ours
+    def __call__(self, *params: Any, solver_args: Mapping[str, Any] | None = None,
+                 throw: bool | None = None, return_status: bool = False) -> tuple[Any, ...]:
+        tensors, dtype = _as_tensors(params)
+        # What can be judged before running (count, static shapes, batch sizes) is
+        # judged now, so that even inside tf.function it raises ParameterError.
+        check_shapes(self.layer.program.parameters,
+                     [None if t.shape.rank is None else tuple(t.shape) for t in tensors])
+        outputs, status = _differentiable_solve(self, tensors, dtype, solver_args, throw)
+        return (*outputs, status) if return_status else tuple(outputs)
+
+    # -- NumPy callbacks (run at execution time, eagerly or inside a graph) ----
+
+    def _solve(self, arrays, solver_args, throw) -> Solution:
+        return self.layer.solve(*arrays, solver_args=solver_args, throw=throw)
+
+    def _forward_np(self, dtype, solver_args, throw, *arrays):
+        solution = self._solve(arrays, solver_args, throw)
+        with self._lock:
+            key = next(self._keys)
+            self._pending[key] = solution
+            while len(self._pending) > _PENDING:
+                self._pending.popitem(last=False)
+        status = np.array([s.name for s in solution.status], dtype=object)
+        return (np.int64(key), *[np.asarray(v, dtype=dtype) for v in solution.values], status)
+
+    def _solution(self, key, arrays, solver_args, throw) -> Solution:
+        with self._lock:
+            solution = self._pending.pop(int(key), None)
+        return solution if solution is not None else self._solve(arrays, solver_args, False)
+
+    def _adjoint_np(self, dtype, n_params, solver_args, throw, key, *args):
+        arrays, douts = args[:n_params], args[n_params:]
+        grads = self._solution(key, arrays, solver_args, throw).adjoint(*douts)
+        return [np.asarray(g, dtype=dtype) for g in grads]
+
+    def _derivative_np(self, dtype, n_params, solver_args, throw, *args):
+
+        arrays, dparams = args[:n_params], args[n_params:]
+        douts = self._solve(arrays, solver_args, False).derivative(*dparams)
+        return [np.asarray(d, dtype=dtype) for d in douts]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_pending"], state["_keys"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pending, self._keys, self._lock = OrderedDict(), itertools.count(), threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"conelayers.tensorflow.{self.layer!r}"
+
+
+def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, solver_args, throw):
+    program = layer.layer.program
+    np_dtype = dtype.as_numpy_dtype
+    n_params = len(tensors)
+    out_shapes = _static_output_shapes(program, tensors)
+    status_box: list[tf.Tensor] = []
+
+    @tf.custom_gradient
+    def solve(*xs):
+        key, *outs, status = tf.numpy_function(
+            lambda *a: layer._forward_np(np_dtype, solver_args, throw, *a), list(xs),
+            [tf.int64] + [dtype] * len(program.outputs) + [tf.string], stateful=True)
+        for out, shape in zip(outs, out_shapes, strict=True):
+            out.set_shape(shape)
+        status.set_shape(tf.TensorShape([out_shapes[0][0]]) if out_shapes and
+                         out_shapes[0].rank and _batched(program, tensors) else [None])
+        status_box.append(status)
+
+        def grad(*douts):
+            douts = [tf.zeros_like(o) if d is None else tf.cast(d, dtype)
+                     for o, d in zip(outs, douts, strict=True)]
+            return _vjp(layer, key, xs, douts, dtype, n_params, solver_args, throw)
+
+        return outs, grad
+
+    outputs = solve(*tensors)
+    return outputs, status_box[0]
+
+
+def _vjp(layer, key, xs, douts, dtype, n_params, solver_args, throw):
+    np_dtype = dtype.as_numpy_dtype
+
+    @tf.custom_gradient
+    def vjp(*cotangents):
+        grads = _as_list(tf.numpy_function(
+            lambda *a: layer._adjoint_np(np_dtype, n_params, solver_args, throw, *a),
+            [key, *xs, *cotangents], [dtype] * n_params, stateful=True))
+        for g, x in zip(grads, xs, strict=True):
+            g.set_shape(x.shape)
+
+        def jvp(*tangents):  # d⟨t, VJP(u)⟩/du = J t: what ForwardAccumulator needs
+            tangents = [tf.zeros_like(x) if t is None else t for x, t in zip(xs, tangents,
+                                                                              strict=True)]
+            douts = _as_list(tf.numpy_function(
+                lambda *a: layer._derivative_np(np_dtype, n_params, solver_args, throw, *a),
+                [*xs, *tangents], [dtype] * len(cotangents), stateful=True))
+            for d, c in zip(douts, cotangents, strict=True):
+                d.set_shape(c.shape)
+            return douts
+
+        return grads, jvp
+
+    return vjp(*douts)
+
+
+def _as_list(result: Any) -> list[tf.Tensor]:
+    """``tf.numpy_function`` returns a bare tensor when ``Tout`` has one entry."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def _batched(program, tensors) -> bool:
+    return any(t.shape.rank is not None and t.shape.rank == len(spec.shape) + 1
+               for spec, t in zip(program.parameters, tensors, strict=False))
+
+
+def _static_output_shapes(program, tensors) -> list[tf.TensorShape]:
+    """Output shapes known before running: (B, *shape) or shape; B may be None."""
+    if any(t.shape.rank is None for t in tensors):
+        return [tf.TensorShape(None) for _ in program.outputs]
+    batch = None
+    for spec, t in zip(program.parameters, tensors, strict=False):
+        if t.shape.rank == len(spec.shape) + 1 and t.shape[0] is not None:
+            batch = t.shape[0]
+    lead = [batch] if _batched(program, tensors) else []
+    return [tf.TensorShape([*lead, *out.shape]) for out in program.outputs]
+
+
+def _as_tensors(params: Sequence[Any]) -> tuple[list[tf.Tensor], tf.DType]:
+    """Parameters as tensors of one floating dtype (mixed floating dtypes: error)."""
+    given = [(i, p.dtype) for i, p in enumerate(params)
+             if isinstance(p, (tf.Tensor, tf.Variable)) and p.dtype.is_floating]
+    check_uniform("dtype", [(i, d.name) for i, d in given],
+                  "Cast them to one dtype, e.g. with `tf.cast(x, tf.float64)`.")
+    dtype = given[0][1] if given else tf.float64
+    if dtype not in (tf.float32, tf.float64):
+        raise ParameterError(
+            f"parameter tensors must be float32 or float64; got {dtype.name}. Cast them "
+            "with `tf.cast`."
+        )
+    tensors = []
+    for i, p in enumerate(params):
+        try:
+            tensors.append(tf.cast(tf.convert_to_tensor(p), dtype))
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(
+                f"`parameters[{i}]` must be a tensor, a NumPy array or a number; got "
+                f"{type(p).__name__} ({exc})."
+            ) from exc
+    return tensors, dtype
+
+
+class KerasCvxpyLayer(keras.layers.Layer):
+    """A Keras 3 layer around :class:`CvxpyLayer`, for models trained with ``fit``.
+
+    ``layer(param)`` or ``layer([p1, p2, ...])`` (the Keras way to pass several
+    inputs) returns the single output tensor, or a list of them. Inputs are not
+    cast to the layer's compute dtype: float64 stays float64.
+    """
+
+    def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any], *,
+                 gp: bool = False, solver: str | None = None,
+                 solver_args: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.cvxpy_layer = CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
+                                      solver_args=solver_args)
+
+    def call(self, inputs: Any) -> Any:
+        params = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        outputs = self.cvxpy_layer(*params)
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+    def compute_output_spec(self, inputs: Any) -> Any:
+        params = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        program = self.cvxpy_layer.layer.program
+        dtype = params[0].dtype if params else "float64"
+        batched = any(len(p.shape) == len(s.shape) + 1 for p, s in zip(
+            params, program.parameters, strict=False))
+        lead = (params[0].shape[0],) if batched else ()
+        specs = [keras.KerasTensor((*lead, *o.shape), dtype=dtype) for o in program.outputs]
+        return specs[0] if len(specs) == 1 else specs

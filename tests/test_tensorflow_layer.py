@@ -1,0 +1,211 @@
+"""The TensorFlow front-end: eager and tf.function gradients against the NumPy
+core and central differences, forward mode, Keras fit, dtypes, failures, errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import cvxpy as cp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from helpers import central_difference, inner, random_direction, rel_err  # noqa: E402
+from problems import CASES  # noqa: E402
+
+import conelayers  # noqa: E402
+from conelayers import ParameterError, SolverError, Status  # noqa: E402
+from conelayers.tensorflow import CvxpyLayer, KerasCvxpyLayer  # noqa: E402
+
+
+def tf_layer(case, **kwargs):
+    return CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp, **kwargs)
+
+
+def gradients(layer, values, weights, graph: bool):
+    def loss_and_grads(*params):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            outs = layer(*params)
+            loss = tf.add_n([tf.reduce_sum(o * w) for o, w in zip(outs, weights, strict=True)])
+        return outs, tape.gradient(loss, params)
+
+    fn = tf.function(loss_and_grads) if graph else loss_and_grads
+    return fn(*[tf.constant(v) for v in values])
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_match_the_numpy_core(name, graph, rng):
+    case = CASES[name]()
+    values = case.sample_batch(rng, 2)
+    core = conelayers.CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp)
+    sol = core.solve(*values)
+    weights = [rng.standard_normal(np.shape(o)) for o in sol.values]
+    outs, grads = gradients(tf_layer(case), values, weights, graph)
+    for o, ref in zip(outs, sol.values, strict=True):
+        np.testing.assert_allclose(o.numpy(), ref, atol=1e-12)
+    for g, ref in zip(grads, sol.adjoint(*weights), strict=True):
+        np.testing.assert_allclose(g.numpy(), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["qp", "psd_projection", "logistic", "geometric"])
+def test_gradients_match_central_differences(name, rng):
+    case = CASES[name]()
+    values = case.sample(rng)
+    layer = tf_layer(case)
+    core = conelayers.CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp)
+    weights = [rng.standard_normal(np.shape(o)) for o in core(*values)]
+    _, grads = gradients(layer, values, weights, graph=True)
+    d = random_direction(case, values, rng)
+    fd = central_difference(core, values, d, weights, 1e-5, {"eps": 1e-10})
+    assert rel_err(inner([g.numpy() for g in grads], d), fd) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "qp", "geometric"])
+def test_forward_accumulator_gives_the_core_jvp(name, rng):
+    case = CASES[name]()
+    values = case.sample_batch(rng, 2)
+    tangents = random_direction(case, values, rng)
+    params = [tf.constant(v) for v in values]
+    with tf.autodiff.ForwardAccumulator(params, [tf.constant(t) for t in tangents]) as acc:
+        outs = tf_layer(case)(*params)
+    core = conelayers.CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp)
+    expected = core.solve(*values).derivative(*tangents)
+    for o, ref in zip(outs, expected, strict=True):
+        np.testing.assert_allclose(acc.jvp(o).numpy(), ref, atol=1e-10)
+
+
+def test_unknown_batch_size_and_static_shapes(rng):
+    case = CASES["affine_projection"]()
+    layer = tf_layer(case)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32),
+                                  tf.TensorSpec([2, 5], tf.float32),
+                                  tf.TensorSpec([2], tf.float32)])
+    def project(p, A, b):
+        x, nu = layer(p, A, b)
+        assert x.shape.as_list() == [None, 5] and nu.shape.as_list() == [None, 2]
+        return x
+
+    p, A, b = case.sample(rng)
+    for batch in (1, 3):
+        x = project(np.tile(p, (batch, 1)).astype(np.float32), A.astype(np.float32),
+                    b.astype(np.float32))
+        assert x.shape == (batch, 5) and x.dtype == tf.float32
+        ref = case.closed_form([p, A, b])[0]
+        np.testing.assert_allclose(x.numpy(), np.tile(ref, (batch, 1)), atol=1e-5)
+
+
+def test_float32_in_float32_out_and_mixed_dtypes_rejected(rng):
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    z = tf.constant(case.sample(rng)[0], dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        (x,) = layer(z)
+        loss = x[0]
+    assert x.dtype == tf.float32 and tape.gradient(loss, z).dtype == tf.float32
+    qp = CASES["affine_projection"]()
+    with pytest.raises(ParameterError, match=r"must all have the same dtype; got "
+                       r"parameters\[0\]: float32, parameters\[1\]: float64"):
+        tf_layer(qp)(tf.zeros(5, tf.float32), tf.ones((2, 5), tf.float64), tf.zeros(2))
+
+
+def test_failed_item_in_a_batch_eager_and_graph():
+    x = cp.Variable(2)
+    lo = cp.Parameter(2)
+    s = cp.Parameter()
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, cp.sum(x) <= s])
+    layer = CvxpyLayer(prob, [lo, s], [x])
+    lo_v = tf.constant([[0.5, 0.5], [0.5, 0.5], [0.1, 0.2]], tf.float64)
+    s_v = tf.constant([2.0, 0.0, 1.0], tf.float64)  # item 1 is infeasible
+
+    def run(lo_, s_):
+        with tf.GradientTape() as tape:
+            tape.watch(lo_)
+            x_, status = layer(lo_, s_, throw=False, return_status=True)
+            ok = tf.reduce_all(tf.math.is_finite(x_), axis=1)
+            loss = tf.reduce_sum(tf.boolean_mask(x_, ok))
+        return x_, status, tape.gradient(loss, lo_)
+
+    for fn in (run, tf.function(run)):
+        x_v, status, grad = fn(lo_v, s_v)
+        assert [Status[s.decode()] for s in status.numpy()] == [
+            Status.optimal, Status.infeasible, Status.optimal]
+        assert np.isnan(x_v.numpy()[1]).all()
+        np.testing.assert_allclose(x_v.numpy()[[0, 2]], lo_v.numpy()[[0, 2]], atol=1e-9)
+        np.testing.assert_allclose(grad.numpy(), [[1, 1], [0, 0], [1, 1]], atol=1e-8)
+    with pytest.raises(SolverError, match="item 1: infeasible"):
+        layer(lo_v, s_v)
+
+
+def test_static_errors_are_raised_at_trace_time():
+    case = CASES["affine_projection"]()
+    layer = tf_layer(case)
+
+    @tf.function
+    def wrong(p):
+        return layer(p, tf.ones((2, 5), tf.float64), tf.zeros(2, tf.float64))
+
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(param\d+, shape \(5,\)\) must "
+                       r"have shape \(5,\), or \(batch_size, 5\) for a batch; got shape \(4,\)"):
+        wrong(tf.zeros(4, tf.float64))
+    with pytest.raises(ParameterError, match=r"expected 3 parameter value\(s\)"):
+        layer(tf.zeros(5, tf.float64))
+    with pytest.raises(ParameterError, match=r"disagree on the batch size"):
+        layer(tf.zeros((3, 5)), tf.ones((4, 2, 5)), tf.zeros(2))
+    with pytest.raises(ParameterError, match=r"contains NaN or inf"):
+        layer(tf.constant([np.nan] * 5), tf.ones((2, 5), tf.float32), tf.zeros(2))
+
+
+def test_keras_model_fit_decreases_the_loss(rng):
+    """A tiny model whose last layer projects onto the simplex (sparsemax)."""
+    n = 4
+    x = cp.Variable(n)
+    z = cp.Parameter(n)
+    simplex = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    inputs = keras.Input(shape=(3,), dtype="float32")
+    scores = keras.layers.Dense(n)(inputs)
+    probs = KerasCvxpyLayer(simplex, [z], [x])(scores)
+    model = keras.Model(inputs, probs)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    features = rng.standard_normal((64, 3)).astype(np.float32)
+    targets = np.eye(n, dtype=np.float32)[np.argmax(features @ rng.standard_normal((3, n)), 1)]
+    history = model.fit(features, targets, epochs=8, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert model.predict(features[:2], verbose=0).shape == (2, n)
+
+
+def test_pickle_round_trip(rng):
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    z = tf.constant(case.sample(rng)[0])
+    clone = pickle.loads(pickle.dumps(layer))
+    np.testing.assert_allclose(clone(z)[0].numpy(), layer(z)[0].numpy(), atol=1e-14)
+
+
+def test_cvxpylayers_0_1_readme_example_runs_through_the_import():
+    n, m = 2, 3
+    x = cp.Variable(n)
+    A = cp.Parameter((m, n))
+    b = cp.Parameter(m)
+    constraints = [x >= 0]
+    objective = cp.Minimize(0.5 * cp.pnorm(A @ x - b, p=1))
+    problem = cp.Problem(objective, constraints)
+    assert problem.is_dpp()
+
+    cvxpylayer = CvxpyLayer(problem, parameters=[A, b], variables=[x])
+    A_tf = tf.Variable(tf.random.normal((m, n)))
+    b_tf = tf.Variable(tf.random.normal((m,)))
+
+    with tf.GradientTape() as tape:
+        # solve the problem, setting the values of A, b to A_tf, b_tf
+        solution, = cvxpylayer(A_tf, b_tf)
+        summed_solution = tf.math.reduce_sum(solution)
+    # compute the gradient of the summed solution with respect to A, b
+    gradA, gradb = tape.gradient(summed_solution, [A_tf, b_tf])
+    assert gradA.shape == (m, n) and gradb.shape == (m,) and solution.dtype == tf.float32
