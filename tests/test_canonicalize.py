@@ -93,7 +93,7 @@ def test_variable_attributes_match_cvxpy(attr, rng):
     np.testing.assert_allclose(ours, ref, atol=2e-5)
 
 
-@pytest.mark.filterwarnings("ignore:.*Explicitly invoking")  # we test NonPos on purpose
+@pytest.mark.filterwarnings("ignore::cvxpy.utilities.warn.CvxpyDeprecationWarning")  # NonPos
 def test_outputs_in_any_order_with_duals_of_every_constraint_kind(rng):
     x = cp.Variable(3)
     p, a = cp.Parameter(3), cp.Parameter(3)
