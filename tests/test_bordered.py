@@ -121,7 +121,7 @@ def test_pattern_is_fixed_sorted_and_free_of_duplicates(rng):
     Ks = []
     for scale in (1.0, -3.0, 0.0):
         b, c = scale * rng.standard_normal(m), scale * rng.standard_normal(n)
-        proj, D_vals = dp(scale * rng.standard_normal(m))
+        _proj, D_vals = dp(scale * rng.standard_normal(m))
         pi, z = scale * rng.standard_normal(n + m + 1), scale * rng.standard_normal(n + m + 1)
         Ks.append(pattern.assemble(scale * A.data, b, c, D_vals, pi, z))
     for K in Ks:

@@ -425,7 +425,7 @@ def _native_option_is_known(name, option):
                        **{option: object()})
     except TypeError as exc:
         return "invalid keyword" not in str(exc)
-    except Exception:  # noqa: BLE001 - any other complaint is about the value
+    except Exception:
         return True
     return True
 

@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 import cvxpy as cp  # noqa: E402
 import diffcp  # noqa: E402
-import numpy as np  # noqa: E402
 from problems import CASES  # noqa: E402
 
 from conelayers import DPPError, ParameterError, SolverError, Status  # noqa: E402
