@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import _layer as core
-from .._errors import ParameterError, Status
+from .._errors import ParameterError
 from .._solve import Solution
 from .._validate import check_uniform
 
