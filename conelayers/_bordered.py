@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dproj import DualProjection
+from ._factor import use_dense
 from ._typing import FloatArray, IntArray
 
 __all__ = ["BorderedPattern"]
@@ -67,10 +68,14 @@ class BorderedPattern:
         self.indptr = np.searchsorted(unique // (N + 1), np.arange(N + 2)).astype(np.int32)
         self.nnz = int(unique.size)
         self._ones_m = np.ones(m)
+        self.dense = use_dense(N + 1, self.nnz)
+        self._flat = (self.indices.astype(np.intp) + (N + 1) * np.repeat(
+            np.arange(N + 1), np.diff(self.indptr)))  # row + N1·col of each entry
 
     def assemble(self, A_vals: FloatArray, b: FloatArray, c: FloatArray, D_vals: FloatArray,
-                 pi: FloatArray, z: FloatArray) -> sp.csc_array:
-        """K at one point, as a CSC array with the fixed pattern."""
+                 pi: FloatArray, z: FloatArray) -> sp.csc_array | FloatArray:
+        """K at one point: a CSC array with the fixed pattern, or a dense
+        (Fortran-ordered) array where :func:`use_dense` says dense is faster."""
         values = np.concatenate([
             A_vals[self._ad_a] * D_vals[self._ad_d],  # AᵀD
             -A_vals,  # −A
@@ -85,4 +90,8 @@ class BorderedPattern:
         ])
         data = np.bincount(self._slot, weights=values, minlength=self.nnz)
         N1 = self.N + 1
+        if self.dense:
+            out = np.zeros(N1 * N1)
+            out[self._flat] = data
+            return out.reshape((N1, N1), order="F")
         return sp.csc_array((data, self.indices, self.indptr), shape=(N1, N1))

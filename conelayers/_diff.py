@@ -64,6 +64,7 @@ import scipy.sparse.linalg as spla
 from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
+from ._factor import DenseLU, SparseLU, dense, factor
 from ._errors import DerivativeWarning, ParameterError
 from ._typing import CSC, FloatArray, IntArray
 
@@ -145,9 +146,8 @@ class Linearization:
     D_vals: FloatArray  # values of DΠ_{K*}(v) on structure.dproj's pattern
     residual: FloatArray
     index: int = 0
-    K: sp.csc_array | None = None
-    lu: object | None = None
-    _cond: float | None = field(default=None, repr=False)
+    K: sp.csc_array | FloatArray | None = None
+    lu: DenseLU | SparseLU | None = None
     _svd_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
@@ -174,57 +174,40 @@ class Linearization:
         return self.structure.dproj.rmatvec(self.D_vals, x)
 
     def factor(self) -> None:
-        """Form K = [[M, Π(z)], [zᵀ, 0]] and its sparse LU (idempotent)."""
+        """Form K = [[M, Π(z)], [zᵀ, 0]] and its LU (idempotent)."""
         if self.K is not None:
             return
         self.K = self.structure.pattern.assemble(self.A.data, self.b, self.c, self.D_vals,
                                                  self.pi, self.z)
-        try:
-            self.lu = spla.splu(self.K, permc_spec="COLAMD")
-        except RuntimeError:  # "Factor is exactly singular"
-            self.lu = None
-            self._cond = float("inf")
+        self.lu = factor(self.K)
 
     @property
     def condition(self) -> float:
         """1-norm condition estimate of K (inf when singular); computed once."""
-        if self._cond is None:
-            assert self.K is not None and self.lu is not None
-            lu = self.lu
-            inv = spla.LinearOperator(
-                self.K.shape, matvec=lambda v: lu.solve(v),  # type: ignore[attr-defined]
-                rmatvec=lambda v: lu.solve(v, trans="T"),  # type: ignore[attr-defined]
-                dtype=np.float64,
-            )
-            try:
-                est = float(spla.norm(self.K, 1) * spla.onenormest(inv))
-            except (ValueError, RuntimeError):  # onenormest needs a few columns
-                est = float(np.linalg.cond(self.K.toarray(), 1))
-            self._cond = est if np.isfinite(est) else float("inf")
-        return self._cond
+        assert self.lu is not None
+        return self.lu.condition
 
     @property
     def regular(self) -> bool:
         """Whether K is (numerically) nonsingular, i.e. the derivative exists."""
-        return self.lu is not None and self.condition <= _COND_LIMIT
+        return self.lu is not None and not self.lu.singular and self.condition <= _COND_LIMIT
 
     def solve(self, rhs: FloatArray, transpose: bool = False, check: bool = True) -> FloatArray:
         """Solve K [sol; λ] = [rhs; 0] (Kᵀ if ``transpose``) and return ``sol``.
 
         Least squares (minimum norm) where K is singular or ill-conditioned.
         """
-        assert self.K is not None
+        assert self.K is not None and self.lu is not None
         full = np.append(rhs, 0.0)
         N = rhs.size
-        if self.lu is None or (check and self.condition > _COND_LIMIT):
+        if self.lu.singular or (check and self.condition > _COND_LIMIT):
             return self._lstsq(full, transpose)[:N]
-        trans = "T" if transpose else "N"
         op = self.K.T if transpose else self.K
-        sol = self.lu.solve(full, trans=trans)  # type: ignore[attr-defined]
+        sol = self.lu.solve(full, transpose)
         scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
         res = full - op @ sol
         if np.linalg.norm(res) > _REFINE_RTOL * scale:
-            sol = sol + self.lu.solve(res, trans=trans)  # type: ignore[attr-defined]
+            sol = sol + self.lu.solve(res, transpose)
             res = full - op @ sol
         rel = float(np.linalg.norm(res)) / scale
         if check and not rel <= _WARN_RTOL:
@@ -238,7 +221,7 @@ class Linearization:
         """Dense SVD of K (computed once): U, σ, Vᵀ and the numerical rank."""
         if self._svd_cache is None:
             assert self.K is not None
-            U, S, Vt = np.linalg.svd(self.K.toarray())
+            U, S, Vt = np.linalg.svd(dense(self.K))
             rank = int(np.sum(S > S[0] * _SVD_RCOND))
             self._svd_cache = (U, S, Vt, rank)
         return self._svd_cache
@@ -301,9 +284,9 @@ def refine(
         if lin.residual_norm <= target:
             break
         lin.factor()
-        trial = _newton_step(structure, lin, least_squares=lin.lu is None, index=index)
-        if trial is None and lin.lu is not None and lin.K is not None \
-                and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
+        assert lin.lu is not None and lin.K is not None
+        trial = _newton_step(structure, lin, least_squares=lin.lu.singular, index=index)
+        if trial is None and not lin.lu.singular and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
             # K is (numerically) singular, typically because CVXPY's auxiliary
             # variables are not unique; a minimum-norm step still converges on
             # the determined components.
@@ -325,10 +308,8 @@ def _newton_step(structure: Structure, lin: Linearization, *, least_squares: boo
     """One Newton step on N from ``lin``; None unless it reduces ‖N‖."""
     n = lin.x.size
     rhs = np.append(-lin.residual, 0.0)
-    if least_squares:
-        dz = lin._lstsq(rhs, transpose=False)[:-1]
-    else:
-        dz = lin.lu.solve(rhs)[:-1]  # type: ignore[attr-defined]
+    assert lin.lu is not None
+    dz = (lin._lstsq(rhs, transpose=False) if least_squares else lin.lu.solve(rhs))[:-1]
     z_new = lin.z + dz
     if not (np.isfinite(z_new).all() and z_new[-1] > 0):
         return None

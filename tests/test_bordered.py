@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from conelayers._bordered import BorderedPattern
 from conelayers._cones import ConeLayout
 from conelayers._dproj import DualProjection
+from conelayers._factor import dense
 
 # K's entries are single products or sums of ≤ m products of O(1) numbers, summed
 # in a different order than bmat's; measured difference: 0 (bit-identical) on these
@@ -86,7 +87,7 @@ def test_assembled_K_equals_the_bmat_reference(name, n, rng):
     K = pattern.assemble(A.data, b, c, D_vals, pi, z)
     assert K.shape == (n + m + 2, n + m + 2)
     ref = reference_K(A, b, c, dp.matrix(D_vals), pi, z)
-    assert np.abs(K.toarray() - ref).max() <= ASSEMBLY_TOL
+    assert np.abs(dense(K) - ref).max() <= ASSEMBLY_TOL
 
 
 @pytest.mark.parametrize("name", ["socs", "psd", "everything"])
@@ -107,7 +108,7 @@ def test_assembled_M_block_equals_diffcps_dense_M(name, rng):
     ])
     cones = dcones.parse_cone_dict_cpp(dcones.parse_cone_dict(layout.to_scs()))
     M = dcpp.M_dense(Q, cones, z[:n], z[n:-1], 1.0)
-    assert np.abs(K.toarray()[:-1, :-1] - M).max() <= ASSEMBLY_TOL
+    assert np.abs(dense(K)[:-1, :-1] - M).max() <= ASSEMBLY_TOL
 
 
 def test_pattern_is_fixed_sorted_and_free_of_duplicates(rng):
@@ -118,6 +119,7 @@ def test_pattern_is_fixed_sorted_and_free_of_duplicates(rng):
     A = random_sparse_A(rng, m, n)
     dp = DualProjection(layout)
     pattern = BorderedPattern(A.indices, A.indptr, n, m, dp)
+    pattern.dense = False  # the sparse output's pattern is what is checked here
     Ks = []
     for scale in (1.0, -3.0, 0.0):
         b, c = scale * rng.standard_normal(m), scale * rng.standard_normal(n)
@@ -142,6 +144,7 @@ def test_pattern_covers_every_entry_the_reference_can_have(rng):
     A.data = rng.standard_normal(A.nnz)  # no explicit zeros for this check
     dp = DualProjection(layout)
     pattern = BorderedPattern(A.indices, A.indptr, n, m, dp)
+    pattern.dense = False  # the stored pattern is what is checked here
     D_vals = rng.standard_normal(dp.nnz)  # any values on D's pattern
     b, c = rng.standard_normal(m), rng.standard_normal(n)
     pi, z = rng.standard_normal(n + m + 1), rng.standard_normal(n + m + 1)
@@ -150,7 +153,7 @@ def test_pattern_covers_every_entry_the_reference_can_have(rng):
     stored[K.tocoo().row, K.tocoo().col] = True
     ref = reference_K(A, b, c, dp.matrix(D_vals), pi, z)
     assert np.all(stored[ref != 0])
-    assert np.abs(K.toarray() - ref).max() <= ASSEMBLY_TOL
+    assert np.abs(dense(K) - ref).max() <= ASSEMBLY_TOL
 
 
 def test_empty_A_gives_the_reference_K(rng):
@@ -160,5 +163,23 @@ def test_empty_A_gives_the_reference_K(rng):
     b, c = rng.standard_normal(m), rng.standard_normal(n)
     dp, D_vals, pi, z = point(rng, A, layout)
     K = BorderedPattern(A.indices, A.indptr, n, m, dp).assemble(A.data, b, c, D_vals, pi, z)
-    assert np.abs(K.toarray() - reference_K(A, b, c, dp.matrix(D_vals), pi, z)).max() \
+    assert np.abs(dense(K) - reference_K(A, b, c, dp.matrix(D_vals), pi, z)).max() \
         <= ASSEMBLY_TOL
+
+
+@pytest.mark.parametrize("dense_output", [True, False])
+def test_dense_and_sparse_assembly_agree(dense_output, rng):
+    """The dense path (chosen for small or well-filled K) holds the same matrix."""
+    layout = ConeLayout.from_dims(**LAYOUTS["everything"])
+    m, n = layout.dim, 6
+    A = random_sparse_A(rng, m, n)
+    dp = DualProjection(layout)
+    pattern = BorderedPattern(A.indices, A.indptr, n, m, dp)
+    pattern.dense = dense_output
+    b, c = rng.standard_normal(m), rng.standard_normal(n)
+    _proj, D_vals = dp(rng.standard_normal(m))
+    pi, z = rng.standard_normal(n + m + 1), rng.standard_normal(n + m + 1)
+    K = pattern.assemble(A.data, b, c, D_vals, pi, z)
+    assert isinstance(K, np.ndarray) == dense_output
+    ref = reference_K(A, b, c, dp.matrix(D_vals), pi, z)
+    assert np.abs(dense(K) - ref).max() <= ASSEMBLY_TOL
