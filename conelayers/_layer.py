@@ -171,8 +171,9 @@ class CvxpyLayer:
         native = solver.translate_options(options.native)
         throw = self._throw if throw is None else _check_bool(throw, "throw")
         return solve_batch(self.program, batch, solver, prepared, native, self._structure,
-                           mode=options.mode,
-                           refine=int(options.refine or 0), throw=throw, warn_stacklevel=3)
+                           mode=options.mode, refine=int(options.refine or 0), throw=throw,
+                           jobs=(options.jobs_forward, options.jobs_backward),
+                           warn_stacklevel=3)
 
     def __call__(
         self, *values: Any, solver_args: Mapping[str, Any] | None = None

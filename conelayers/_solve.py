@@ -21,6 +21,7 @@ import numpy as np
 
 from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
 from ._diff import refine as refine_solution
+from ._parallel import for_each, worker_count
 from ._errors import (
     InaccurateSolutionWarning,
     SolverError,
@@ -62,6 +63,7 @@ def solve_batch(
     mode: DerivativeMode = DerivativeMode.exact,
     refine: int = 0,
     throw: bool = True,
+    jobs: tuple[int | None, int | None] = (None, None),
     warn_stacklevel: int = 3,
 ) -> Solution:
     """Solve every item of ``batch`` and recover the outputs.
@@ -74,11 +76,12 @@ def solve_batch(
     x = np.full((B, n), np.nan)
     y = np.full((B, m), np.nan)
     s = np.full((B, m), np.nan)
-    statuses: list[Status] = []
+    statuses: list[Status] = [Status.solver_error] * B
     iterations = np.zeros(B, dtype=np.int64)
     residual = np.full(B, np.nan)
     linearizations: list[Linearization | None] = [None] * B
-    for i in range(B):
+
+    def solve_item(i: int) -> None:
         A = program.matrix(A_vals[i])
         raw = solver.solve(prepared, A, b[i], c[i], options)
         status = raw.status
@@ -96,7 +99,9 @@ def solve_batch(
                 x[i], y[i], s[i] = lin.x, lin.y, lin.s
                 residual[i] = lin.residual_norm
                 linearizations[i] = lin
-        statuses.append(status)
+        statuses[i] = status
+
+    for_each(solve_item, B, worker_count(jobs[0], B))
 
     if throw and not all(st.ok for st in statuses):
         raise SolverError(describe_failures(statuses, solver.name), statuses)
@@ -105,7 +110,7 @@ def solve_batch(
         warnings.warn(describe_inaccurate(inaccurate, solver.name), InaccurateSolutionWarning,
                       stacklevel=warn_stacklevel)
     solution = Solution(program, structure, batch, (A_vals, b, c, d), x, y, s, tuple(statuses),
-                        iterations, residual, mode, solver.name)
+                        iterations, residual, mode, solver.name, jobs[1])
     if mode is DerivativeMode.exact:
         solution._linearizations = linearizations
     return solution
@@ -149,6 +154,7 @@ class Solution:
         residual: np.ndarray,
         mode: DerivativeMode,
         solver: str,
+        jobs_backward: int | None = None,
     ) -> None:
         self._program = program
         self._structure = structure
@@ -162,12 +168,15 @@ class Solution:
         self._linearizations: list[Linearization | None] = [None] * batch.size
         self.mode = mode
         self.solver = solver
+        self._jobs = jobs_backward
         self._outs = program.recover(x, y)  # (B, *shape) each
         self.values = tuple(self._unbatch(o) for o in self._outs)
         objective = program.objective(x, data[2], data[3])
         self.objective = objective if batch.any_batched else objective[0]
         self._derivatives: list[ItemDerivative | None] = [None] * batch.size
-        self._lock = threading.Lock()
+        # Striped locks: concurrent calls may not build one item's derivative twice,
+        # but different items (the batch engine's threads) never wait on each other.
+        self._locks = [threading.Lock() for _ in range(min(batch.size, 64))]
 
     @property
     def batch_size(self) -> int:
@@ -177,7 +186,7 @@ class Solution:
         return value if self._batch.any_batched else value[0]
 
     def _derivative_at(self, i: int) -> ItemDerivative:
-        with self._lock:
+        with self._locks[i % len(self._locks)]:
             item = self._derivatives[i]
             if item is None:
                 A_vals, b, c, _ = self._data
@@ -209,8 +218,13 @@ class Solution:
         db = np.zeros((B, program.m))
         dc = np.zeros((B, program.n))
         zeros_m = np.zeros(program.m)
-        for i in np.flatnonzero(self.ok):
-            dA[i], db[i], dc[i] = self._derivative_at(int(i)).vjp(dx[i], dy[i], zeros_m)
+        ok = np.flatnonzero(self.ok)
+
+        def vjp_item(k: int) -> None:
+            i = int(ok[k])
+            dA[i], db[i], dc[i] = self._derivative_at(i).vjp(dx[i], dy[i], zeros_m)
+
+        for_each(vjp_item, ok.size, worker_count(self._jobs, ok.size))
         return gradients(program.parameters, batch, program.apply_adjoint(dA, db, dc))
 
     def derivative(self, *dparams: Any) -> tuple[FloatArray, ...]:
@@ -225,8 +239,13 @@ class Solution:
         dA, db, dc = program.apply_linear(dtheta)
         dx = np.full((batch.size, program.n), np.nan)
         dy = np.full((batch.size, program.m), np.nan)
-        for i in np.flatnonzero(self.ok):
-            dx[i], dy[i], _ = self._derivative_at(int(i)).jvp(dA[i], db[i], dc[i])
+        ok = np.flatnonzero(self.ok)
+
+        def jvp_item(k: int) -> None:
+            i = int(ok[k])
+            dx[i], dy[i], _ = self._derivative_at(i).jvp(dA[i], db[i], dc[i])
+
+        for_each(jvp_item, ok.size, worker_count(self._jobs, ok.size))
         douts = program.recover_derivative(dx, dy, self._outs)
         return tuple(self._unbatch(d) for d in douts)
 

@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 # Options of the layer itself (not of a solver) that `solver_args` may carry.
-# `n_jobs_*` are cvxpylayers/diffcp's thread counts: accepted so that code
-# passing them keeps working; the batch engine schedules work itself.
+# `n_jobs_forward`/`n_jobs_backward` are cvxpylayers/diffcp's names for the
+# number of threads the batch runs on (default: all cores).
 LAYER_OPTIONS = frozenset({"solve_method", "mode", "refine", "n_jobs_forward",
                            "n_jobs_backward"})
 
@@ -341,6 +341,8 @@ class CallOptions:
     mode: DerivativeMode | None = None
     refine: int | None = None
     native: Mapping[str, Any] = field(default_factory=dict)
+    jobs_forward: int | None = None
+    jobs_backward: int | None = None
 
     def over(self, defaults: CallOptions) -> CallOptions:
         """These options on top of ``defaults`` (solver options merge only
@@ -349,12 +351,12 @@ class CallOptions:
             defaults.solver is not None and self.solver.upper() == defaults.solver.upper()
         )
         native = {**defaults.native, **self.native} if same else dict(self.native)
-        return CallOptions(
-            self.solver if self.solver is not None else defaults.solver,
-            self.mode if self.mode is not None else defaults.mode,
-            self.refine if self.refine is not None else defaults.refine,
-            native,
-        )
+        def pick(name: str) -> Any:
+            mine = getattr(self, name)
+            return mine if mine is not None else getattr(defaults, name)
+
+        return CallOptions(pick("solver"), pick("mode"), pick("refine"), native,
+                           pick("jobs_forward"), pick("jobs_backward"))
 
 
 def split_solver_args(solver_args: Mapping[str, Any] | None) -> CallOptions:
@@ -381,7 +383,15 @@ def split_solver_args(solver_args: Mapping[str, Any] | None) -> CallOptions:
             f"`solver_args['refine']` must be a nonnegative integer (the most Newton "
             f"refinement steps; 0 turns refinement off); got {refine!r}."
         )
+    jobs = []
     for key in ("n_jobs_forward", "n_jobs_backward"):
-        options.pop(key, None)
+        value = options.pop(key, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value == 0 or value < -1):
+            raise ParameterError(
+                f"`solver_args['{key}']` must be a positive number of threads, or -1 for "
+                f"all cores; got {value!r}."
+            )
+        jobs.append(value)
     return CallOptions(name, None if mode is None else DerivativeMode.parse(mode), refine,
-                       options)
+                       options, jobs[0], jobs[1])
