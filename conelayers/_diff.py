@@ -64,8 +64,8 @@ import scipy.sparse.linalg as spla
 from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
-from ._factor import DenseLU, SparseLU, dense, factor
 from ._errors import DerivativeWarning, ParameterError
+from ._factor import DenseLU, SparseLU, dense, factor
 from ._typing import CSC, FloatArray, IntArray
 
 __all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine"]

@@ -8,7 +8,8 @@ Hierarchy::
     ConelayersError
     ├── DPPError          (also ValueError)    problem is not DPP; text is the checker's report
     ├── ParameterError    (also ValueError)    bad parameter values, shapes, options
-    └── SolverError       (also RuntimeError and diffcp.SolverError)  a batch item failed
+    ├── SolverError       (also RuntimeError and diffcp.SolverError)  a batch item failed
+    └── ExecutorError     (also RuntimeError)  a worker of an executor failed or died
 
     ConelayersWarning (UserWarning)
     ├── InaccurateSolutionWarning              solver stopped at reduced accuracy
@@ -27,6 +28,7 @@ __all__ = [
     "ConelayersWarning",
     "DPPError",
     "DerivativeWarning",
+    "ExecutorError",
     "InaccurateSolutionWarning",
     "ParameterError",
     "SolverError",
@@ -129,6 +131,20 @@ class SolverError(ConelayersError, RuntimeError, diffcp.SolverError):
         super().__init__(message)
         self.statuses = tuple(statuses)
         self.failed = tuple(i for i, st in enumerate(self.statuses) if not st.ok)
+
+
+class ExecutorError(ConelayersError, RuntimeError):
+    """A worker of the executor failed or died while holding some batch items.
+
+    Attributes
+    ----------
+    items : tuple of int
+        The batch items whose chunk failed; no partial result is returned.
+    """
+
+    def __init__(self, message: str, items: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.items = tuple(items)
 
 
 class ConelayersWarning(UserWarning):

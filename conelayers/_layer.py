@@ -8,16 +8,18 @@ be copied and pickled, and calling it never touches CVXPY.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import cvxpy as cp
 
 from ._canonicalize import canonicalize
-from ._diff import DerivativeMode, Structure
+from ._diff import DerivativeMode
+from ._engine import Engine
 from ._errors import ParameterError
 from ._program import ParametricConeProgram
-from ._solve import Solution, solve_batch
-from ._solvers import AbstractSolver, get_solver
+from ._remote import new_token
+from ._solve import Distribution, Solution, solve_batch
 from ._typing import FloatArray
 from ._validate import CallOptions, check_values, split_solver_args
 
@@ -68,6 +70,11 @@ class CvxpyLayer:
     canon_backend : str, optional
         CVXPY's canonicalization backend (``"CPP"``, ``"SCIPY"``, ...), passed
         to ``problem.get_problem_data``.
+    executor : concurrent.futures.Executor, optional
+        Run the items of each batch on this executor (a ``ProcessPoolExecutor``,
+        ``dask.distributed.Client.get_executor()``, a Ray executor) in chunks of
+        ``chunk_size`` items (default: B/16 rounded up). Default: in this
+        process, items spread over threads.
 
     Raises
     ------
@@ -109,6 +116,8 @@ class CvxpyLayer:
         throw: bool = True,
         verbose: bool = False,
         canon_backend: str | None = None,
+        executor: Executor | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.program: ParametricConeProgram = canonicalize(
             problem, parameters, variables, gp=gp, canon_backend=canon_backend
@@ -124,55 +133,54 @@ class CvxpyLayer:
                 f"({given.solver!r}) disagree; pass only one of them."
             )
         self._throw = _check_bool(throw, "throw")
-        program = self.program
-        self._structure = Structure.of(program.A_indices, program.A_indptr, program.n,
-                                       program.layout)
-        self._prepared: dict[str, tuple[AbstractSolver, Any]] = {}
+        self._executor = _check_executor(executor, "executor")
+        if chunk_size is not None and (isinstance(chunk_size, bool)
+                                       or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ParameterError(f"`chunk_size` must be a positive integer; got {chunk_size!r}.")
+        self._chunk_size = chunk_size
+        self._token = new_token()
+        self._engine = Engine.of(self.program)
         name = solver if solver is not None else (given.solver or DEFAULT_SOLVER)
-        self._defaults = given.over(
-            CallOptions(self._solver(name)[0].name, DerivativeMode.exact, DEFAULT_REFINE)
-        )
-        self._defaults = CallOptions(self._solver(name)[0].name, self._defaults.mode,
-                                     self._defaults.refine, self._defaults.native)
+        canonical = self._engine.solver(name)[0].name
+        self._defaults = given.over(CallOptions(canonical, DerivativeMode.exact, DEFAULT_REFINE))
+        self._defaults = CallOptions(canonical, self._defaults.mode, self._defaults.refine,
+                                     self._defaults.native, self._defaults.jobs_forward,
+                                     self._defaults.jobs_backward)
         # Reject unknown options now, not at the first call.
-        self._solver(name)[0].translate_options(self._defaults.native)
+        self._engine.solver(canonical)[0].translate_options(self._defaults.native)
 
     @property
     def solver(self) -> str:
         """Name of the default solver."""
         return str(self._defaults.solver)
 
-    def _solver(self, name: str) -> tuple[AbstractSolver, Any]:
-        key = name.upper() if isinstance(name, str) else name
-        if key not in self._prepared:
-            solver = get_solver(name)
-            solver.check_layout(self.program.layout)
-            self._prepared[key] = (solver, solver.prepare(self.program.layout, self.program.n))
-        return self._prepared[key]
-
     def solve(
         self,
         *values: Any,
         solver_args: Mapping[str, Any] | None = None,
         throw: bool | None = None,
+        executor: Executor | None = None,
     ) -> Solution:
         """Solve for a batch of parameter values.
 
         ``solve(*values) -> Solution``. One value per parameter, in the order
         of ``parameters``; each has the parameter's shape or one extra leading
         batch axis (all batched values must share the batch size; unbatched
-        ones are shared by every item). ``solver_args`` override the
-        constructor's for this call; ``throw`` likewise.
+        ones are shared by every item). ``solver_args``, ``throw`` and
+        ``executor`` override the constructor's for this call.
         """
         batch = check_values(self.program.parameters, values)
         options = split_solver_args(solver_args).over(self._defaults)
         assert options.solver is not None and options.mode is not None
-        solver, prepared = self._solver(options.solver)
+        solver, _ = self._engine.solver(options.solver)
         native = solver.translate_options(options.native)
         throw = self._throw if throw is None else _check_bool(throw, "throw")
-        return solve_batch(self.program, batch, solver, prepared, native, self._structure,
-                           mode=options.mode, refine=int(options.refine or 0), throw=throw,
-                           jobs=(options.jobs_forward, options.jobs_backward),
+        executor = self._executor if executor is None else _check_executor(executor,
+                                                                           "executor")
+        where = Distribution(executor, self._token, self._chunk_size,
+                             (options.jobs_forward, options.jobs_backward))
+        return solve_batch(self._engine, batch, solver.name, native, mode=options.mode,
+                           refine=int(options.refine or 0), throw=throw, where=where,
                            warn_stacklevel=3)
 
     def __call__(
@@ -182,15 +190,25 @@ class CvxpyLayer:
         return self.solve(*values, solver_args=solver_args).values
 
     def __getstate__(self) -> dict[str, Any]:
-        # Solver preparations may hold native objects (Clarabel's cone types do
-        # not pickle); they depend only on the layout and are rebuilt on demand.
+        # An executor (a pool, a cluster client) is a local resource: it does
+        # not travel with the layer.
         state = self.__dict__.copy()
-        state["_prepared"] = {}
+        state["_executor"] = None
         return state
 
     def __repr__(self) -> str:
         outs = ", ".join(f"{o.name} {o.shape}" for o in self.program.outputs)
         return f"CvxpyLayer({self.program!r}, outputs=[{outs}], solver={self.solver})"
+
+
+def _check_executor(value: Any, name: str) -> Executor | None:
+    if value is not None and not (callable(getattr(value, "submit", None))):
+        raise ParameterError(
+            f"`{name}` must be a concurrent.futures.Executor (anything with `submit`), "
+            f"e.g. ProcessPoolExecutor() or a Dask client's get_executor(); got "
+            f"{type(value).__name__}."
+        )
+    return value
 
 
 def _check_bool(value: Any, name: str) -> bool:

@@ -6,22 +6,25 @@ maps of the pipeline (see DESIGN.md):
     adjoint:     dvars ─Rᵀ─▶ (dx, dy) ─diff adjoint─▶ (dA, db, dc) ─Cᵀ─▶ dθ ─▶ gradients
     derivative:  tangents ─▶ dθ ─C─▶ (dA, db, dc) ─diff derivative─▶ (dx, dy) ─R─▶ dvars
 
-The derivative state of an item (a sparse LU) is built the first time either
-is called and reused afterwards; a forward-only call never pays for it.
+In this process, the derivative state of an item (a factorization) is built
+the first time either is called and reused afterwards; a forward-only call
+never pays for it. With an executor the item-level work runs in its workers
+(:mod:`conelayers._remote`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
-from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
-from ._diff import refine as refine_solution
-from ._parallel import for_each, worker_count
+from ._diff import DerivativeMode, ItemDerivative, Linearization
+from ._engine import Engine, ItemsResult, solve_items
 from ._errors import (
     InaccurateSolutionWarning,
     SolverError,
@@ -29,91 +32,58 @@ from ._errors import (
     describe_failures,
     describe_inaccurate,
 )
-from ._program import ParametricConeProgram
-from ._solvers import AbstractSolver
+from ._parallel import for_each, worker_count
+from ._remote import map_chunks
 from ._typing import BoolArray, FloatArray
 from ._validate import Batch, check_cotangents, check_tangents, gradients
 
-__all__ = ["Solution", "solve_batch"]
-
-# HSDE residual (relative to the data's scale) at which a refined solution the
-# solver called inaccurate, or gave up on, counts as optimal.
-_UPGRADE_TOL = 1e-9
-# Verdicts after which the solver's last iterate may still be refined to a
-# certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
-# instance, usually stops a hair away from it). Infeasibility and unboundedness
-# certificates are never second-guessed.
-_RESCUABLE = frozenset({Status.optimal_inaccurate, Status.numerical_error,
-                        Status.max_iterations, Status.solver_error})
+__all__ = ["Distribution", "Solution", "solve_batch"]
 
 
-def _finite(raw) -> bool:
-    return bool(np.isfinite(raw.x).all() and np.isfinite(raw.y).all()
-                and np.isfinite(raw.s).all() and raw.x.size > 0)
+class Distribution:
+    """Where item-level work runs: threads here, or chunks on an executor."""
+
+    def __init__(self, executor: Executor | None, token: str, chunk_size: int | None,
+                 jobs: tuple[int | None, int | None]) -> None:
+        self.executor, self.token, self.chunk_size, self.jobs = executor, token, chunk_size, jobs
+
+    def ranges(self, count: int) -> list[range]:
+        size = self.chunk_size or max(1, math.ceil(count / 16))
+        return [range(k, min(k + size, count)) for k in range(0, count, size)]
 
 
-def solve_batch(
-    program: ParametricConeProgram,
-    batch: Batch,
-    solver: AbstractSolver,
-    prepared: Any,
-    options: Mapping[str, Any],
-    structure: Structure,
-    *,
-    mode: DerivativeMode = DerivativeMode.exact,
-    refine: int = 0,
-    throw: bool = True,
-    jobs: tuple[int | None, int | None] = (None, None),
-    warn_stacklevel: int = 3,
-) -> Solution:
+def solve_batch(engine: Engine, batch: Batch, solver: str, options: Mapping[str, Any], *,
+                mode: DerivativeMode = DerivativeMode.exact, refine: int = 0,
+                throw: bool = True, where: Distribution, warn_stacklevel: int = 3) -> Solution:
     """Solve every item of ``batch`` and recover the outputs.
 
     Raises :class:`SolverError` naming the failed items when ``throw``; with
     ``throw=False`` failed items come back as NaN with their status.
     """
-    A_vals, b, c, d = program.apply(batch.theta)
-    B, n, m = batch.size, program.n, program.m
-    x = np.full((B, n), np.nan)
-    y = np.full((B, m), np.nan)
-    s = np.full((B, m), np.nan)
-    statuses: list[Status] = [Status.solver_error] * B
-    iterations = np.zeros(B, dtype=np.int64)
-    residual = np.full(B, np.nan)
-    linearizations: list[Linearization | None] = [None] * B
-
-    def solve_item(i: int) -> None:
-        A = program.matrix(A_vals[i])
-        raw = solver.solve(prepared, A, b[i], c[i], options)
-        status = raw.status
-        iterations[i] = raw.iterations
-        rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
-        if status.ok or rescue:
-            lin = refine_solution(structure, A, b[i], c[i], raw.x, raw.y, raw.s,
-                                  max_steps=refine, index=i)
-            scale = 1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
-            if status is not Status.optimal and lin.residual_norm <= _UPGRADE_TOL * scale:
-                # Refinement reached a KKT point to near rounding level: whatever the
-                # solver's own verdict, the point is optimal.
-                status = Status.optimal
-            if status.ok:
-                x[i], y[i], s[i] = lin.x, lin.y, lin.s
-                residual[i] = lin.residual_norm
-                linearizations[i] = lin
-        statuses[i] = status
-
-    for_each(solve_item, B, worker_count(jobs[0], B))
-
+    A_vals, b, c, d = engine.program.apply(batch.theta)
+    if where.executor is None:
+        result = solve_items(engine, solver, options, refine, A_vals, b, c,
+                             jobs=where.jobs[0])
+    else:
+        ranges = where.ranges(batch.size)
+        parts = map_chunks(where.executor, engine, where.token, "solve",
+                           [(solver, options, refine, A_vals[r.start:r.stop], b[r.start:r.stop],
+                             c[r.start:r.stop], r.start) for r in ranges], ranges)
+        result = ItemsResult(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "s")),
+            [st for p in parts for st in p.status],
+            np.concatenate([p.iterations for p in parts]),
+            np.concatenate([p.residual for p in parts]),
+        )
+    statuses = result.status
+    name = engine.solver(solver)[0].name
     if throw and not all(st.ok for st in statuses):
-        raise SolverError(describe_failures(statuses, solver.name), statuses)
+        raise SolverError(describe_failures(statuses, name), statuses)
     inaccurate = [i for i, st in enumerate(statuses) if st is Status.optimal_inaccurate]
     if inaccurate:
-        warnings.warn(describe_inaccurate(inaccurate, solver.name), InaccurateSolutionWarning,
+        warnings.warn(describe_inaccurate(inaccurate, name), InaccurateSolutionWarning,
                       stacklevel=warn_stacklevel)
-    solution = Solution(program, structure, batch, (A_vals, b, c, d), x, y, s, tuple(statuses),
-                        iterations, residual, mode, solver.name, jobs[1])
-    if mode is DerivativeMode.exact:
-        solution._linearizations = linearizations
-    return solution
+    return Solution(engine, batch, (A_vals, b, c, d), result, mode, name, where)
 
 
 class Solution:
@@ -140,43 +110,30 @@ class Solution:
         refinement; NaN for failed items.
     """
 
-    def __init__(
-        self,
-        program: ParametricConeProgram,
-        structure: Structure,
-        batch: Batch,
-        data: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
-        x: FloatArray,
-        y: FloatArray,
-        s: FloatArray,
-        status: tuple[Status, ...],
-        iterations: np.ndarray,
-        residual: np.ndarray,
-        mode: DerivativeMode,
-        solver: str,
-        jobs_backward: int | None = None,
-    ) -> None:
-        self._program = program
-        self._structure = structure
-        self._batch = batch
-        self._data = data
-        self.x, self.y, self.s = x, y, s
-        self.status = status
-        self.ok: BoolArray = np.array([st.ok for st in status], dtype=bool)
-        self.iterations = iterations
-        self.residual = residual
-        self._linearizations: list[Linearization | None] = [None] * batch.size
+    def __init__(self, engine: Engine, batch: Batch,
+                 data: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+                 result: ItemsResult, mode: DerivativeMode, solver: str,
+                 where: Distribution) -> None:
+        program = engine.program
+        self._engine, self._batch, self._data, self._where = engine, batch, data, where
+        self.x, self.y, self.s = result.x, result.y, result.s
+        self.status = tuple(result.status)
+        self.ok: BoolArray = np.array([st.ok for st in self.status], dtype=bool)
+        self.iterations = result.iterations
+        self.residual = result.residual
         self.mode = mode
         self.solver = solver
-        self._jobs = jobs_backward
-        self._outs = program.recover(x, y)  # (B, *shape) each
+        self._outs = program.recover(self.x, self.y)  # (B, *shape) each
         self.values = tuple(self._unbatch(o) for o in self._outs)
-        objective = program.objective(x, data[2], data[3])
+        objective = program.objective(self.x, data[2], data[3])
         self.objective = objective if batch.any_batched else objective[0]
-        self._derivatives: list[ItemDerivative | None] = [None] * batch.size
+        B = batch.size
+        lins = result.linearizations if mode is DerivativeMode.exact else None
+        self._linearizations: list[Linearization | None] = lins or [None] * B
+        self._derivatives: list[ItemDerivative | None] = [None] * B
         # Striped locks: concurrent calls may not build one item's derivative twice,
         # but different items (the batch engine's threads) never wait on each other.
-        self._locks = [threading.Lock() for _ in range(min(batch.size, 64))]
+        self._locks = [threading.Lock() for _ in range(min(B, 64))]
 
     @property
     def batch_size(self) -> int:
@@ -190,17 +147,30 @@ class Solution:
             item = self._derivatives[i]
             if item is None:
                 A_vals, b, c, _ = self._data
-                item = ItemDerivative.at(
-                    self._structure, self._program.matrix(A_vals[i]), b[i], c[i], self.x[i],
-                    self.y[i], self.s[i], self.mode, index=i,
-                    linearization=self._linearizations[i],
-                    outputs=self._program.recover_linear,
-                    parameters=lambda dA, db, dc: self._program.apply_adjoint(
-                        dA[None], db[None], dc[None])[0],
-                )
+                item = self._engine.derivative_at(A_vals[i], b[i], c[i], self.x[i], self.y[i],
+                                                  self.s[i], self.mode, i,
+                                                  self._linearizations[i])
                 self._linearizations[i] = None
                 self._derivatives[i] = item
             return item
+
+    def _items(self, fn: str, local, first: FloatArray, second: FloatArray,
+               third: FloatArray | None = None) -> list[FloatArray]:
+        """Run the item-level ``fn`` ("vjp"/"jvp") over the batch, locally or remotely."""
+        where, (A_vals, b, c, _) = self._where, self._data
+        extra = (first, second) if third is None else (first, second, third)
+        if where.executor is None:
+            ok = np.flatnonzero(self.ok)
+            for_each(lambda k: local(int(ok[k]), *extra), ok.size,
+                     worker_count(where.jobs[1], ok.size))
+            return []
+        ranges = where.ranges(self.batch_size)
+        parts = map_chunks(where.executor, self._engine, where.token, fn,
+                           [(self.mode, A_vals[r.start:r.stop], b[r.start:r.stop],
+                             c[r.start:r.stop], self.x[r.start:r.stop], self.y[r.start:r.stop],
+                             self.s[r.start:r.stop], *(e[r.start:r.stop] for e in extra),
+                             r.start) for r in ranges], ranges)
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     def adjoint(self, *dvars: Any) -> tuple[FloatArray, ...]:
         """Vector-Jacobian product: output cotangents → parameter gradients.
@@ -210,21 +180,19 @@ class Solution:
         shaped like the value passed for it (summed over the batch for an
         unbatched value). Failed items contribute nothing.
         """
-        program, batch = self._program, self._batch
+        program, batch = self._engine.program, self._batch
         douts = check_cotangents(program.outputs, batch, dvars)
         dx, dy = program.recover_adjoint(douts, self._outs)
         B = batch.size
-        dA = np.zeros((B, program.nnz))
-        db = np.zeros((B, program.m))
-        dc = np.zeros((B, program.n))
+        dA, db, dc = np.zeros((B, program.nnz)), np.zeros((B, program.m)), np.zeros((B, program.n))
         zeros_m = np.zeros(program.m)
-        ok = np.flatnonzero(self.ok)
 
-        def vjp_item(k: int) -> None:
-            i = int(ok[k])
-            dA[i], db[i], dc[i] = self._derivative_at(i).vjp(dx[i], dy[i], zeros_m)
+        def local(i: int, dx_: FloatArray, dy_: FloatArray) -> None:
+            dA[i], db[i], dc[i] = self._derivative_at(i).vjp(dx_[i], dy_[i], zeros_m)
 
-        for_each(vjp_item, ok.size, worker_count(self._jobs, ok.size))
+        remote = self._items("vjp", local, dx, dy)
+        if remote:
+            dA, db, dc = remote
         return gradients(program.parameters, batch, program.apply_adjoint(dA, db, dc))
 
     def derivative(self, *dparams: Any) -> tuple[FloatArray, ...]:
@@ -234,18 +202,18 @@ class Solution:
         like the value passed for it (``None`` for zero). Returns one tangent per
         output, shaped like the output; NaN for failed items.
         """
-        program, batch = self._program, self._batch
+        program, batch = self._engine.program, self._batch
         dtheta = check_tangents(program.parameters, batch, dparams)
         dA, db, dc = program.apply_linear(dtheta)
         dx = np.full((batch.size, program.n), np.nan)
         dy = np.full((batch.size, program.m), np.nan)
-        ok = np.flatnonzero(self.ok)
 
-        def jvp_item(k: int) -> None:
-            i = int(ok[k])
-            dx[i], dy[i], _ = self._derivative_at(i).jvp(dA[i], db[i], dc[i])
+        def local(i: int, dA_: FloatArray, db_: FloatArray, dc_: FloatArray) -> None:
+            dx[i], dy[i], _ = self._derivative_at(i).jvp(dA_[i], db_[i], dc_[i])
 
-        for_each(jvp_item, ok.size, worker_count(self._jobs, ok.size))
+        remote = self._items("jvp", local, dA, db, dc)
+        if remote:
+            dx, dy = remote
         douts = program.recover_derivative(dx, dy, self._outs)
         return tuple(self._unbatch(d) for d in douts)
 
@@ -261,5 +229,3 @@ class Solution:
             counts[st.name] = counts.get(st.name, 0) + 1
         summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
         return f"Solution(batch_size={self.batch_size}, solver={self.solver}, {summary})"
-
-

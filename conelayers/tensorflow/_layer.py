@@ -51,10 +51,12 @@ class CvxpyLayer:
     def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any], *,
                  gp: bool = False, solver: str | None = None,
                  solver_args: Mapping[str, Any] | None = None, throw: bool = True,
-                 verbose: bool = False, canon_backend: str | None = None) -> None:
+                 verbose: bool = False, canon_backend: str | None = None,
+                 executor: Any = None, chunk_size: int | None = None) -> None:
         self.layer = core.CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
                                      solver_args=solver_args, throw=throw, verbose=verbose,
-                                     canon_backend=canon_backend)
+                                     canon_backend=canon_backend, executor=executor,
+                                     chunk_size=chunk_size)
         self._pending: OrderedDict[int, Solution] = OrderedDict()
         self._keys = itertools.count()
         self._lock = threading.Lock()

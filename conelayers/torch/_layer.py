@@ -46,11 +46,14 @@ class CvxpyLayer(torch.nn.Module):
         throw: bool = True,
         verbose: bool = False,
         canon_backend: str | None = None,
+        executor: Any = None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.layer = core.CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
                                      solver_args=solver_args, throw=throw, verbose=verbose,
-                                     canon_backend=canon_backend)
+                                     canon_backend=canon_backend, executor=executor,
+                                     chunk_size=chunk_size)
 
     def forward(
         self,
@@ -58,6 +61,7 @@ class CvxpyLayer(torch.nn.Module):
         solver_args: Mapping[str, Any] | None = None,
         throw: bool | None = None,
         return_status: bool = False,
+        executor: Any = None,
     ) -> tuple[Any, ...]:
         """``layer(*params) -> tuple of tensors`` (``+ (status,)`` if ``return_status``).
 
@@ -65,7 +69,7 @@ class CvxpyLayer(torch.nn.Module):
         with ``throw=False`` failed items are NaN and contribute no gradient.
         """
         tensors, dtype, device = _as_tensors(params)
-        call = _Call(self.layer, solver_args, throw, dtype, device)
+        call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         if torch.is_grad_enabled():
             outputs = _Solve.apply(call, *tensors)
         else:  # forward only: no autograd record at all
@@ -80,8 +84,9 @@ class CvxpyLayer(torch.nn.Module):
 class _Call:
     """One call's options and, after the forward pass, its Solution."""
 
-    def __init__(self, layer, solver_args, throw, dtype, device) -> None:
+    def __init__(self, layer, solver_args, throw, executor, dtype, device) -> None:
         self.layer, self.solver_args, self.throw = layer, solver_args, throw
+        self.executor = executor
         self.dtype, self.device = dtype, device
         self.solution: Solution | None = None
 
@@ -92,7 +97,8 @@ class _Call:
 
     def forward(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         arrays = [_numpy(t) for t in tensors]
-        self.solution = self.layer.solve(*arrays, solver_args=self.solver_args, throw=self.throw)
+        self.solution = self.layer.solve(*arrays, solver_args=self.solver_args, throw=self.throw,
+                                         executor=self.executor)
         return self.to_torch(self.solution.values)  # type: ignore[return-value]
 
 

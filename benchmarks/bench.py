@@ -1,0 +1,194 @@
+"""Performance suite: conelayers against cvxpylayers, side by side (issue #7).
+
+For each problem and batch size: construction time, forward with gradient
+tracking, forward without, backward, per-item cost (forward + backward over
+B), peak Python-heap memory (tracemalloc, in a separate untimed run), and
+accuracy: the max error of the solution against a tight reference (our
+refined solution at Clarabel eps=1e-12, certified by its optimality residual
+~1e-14 and equal to CVXPY's own solve to its ~1e-5) and the relative error of
+the gradient against the exact derivative there. Both libraries run through
+their PyTorch layers in float64, interleaved in one process; medians over
+``--repeats`` runs. The ratio column is theirs / ours (> 1: we are faster).
+
+Run:  make bench     (or: python benchmarks/bench.py [--problems a,b] [--quick])
+Writes benchmarks/results/bench.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from problems import PROBLEMS  # noqa: E402
+
+import conelayers  # noqa: E402
+from conelayers.torch import CvxpyLayer as Ours  # noqa: E402
+
+try:
+    from cvxpylayers.torch import CvxpyLayer as Theirs
+except ImportError:  # cvxpylayers is a comparison target, not a dependency
+    Theirs = None
+
+torch.set_default_dtype(torch.float64)
+REFERENCE = {"solve_method": "Clarabel", "eps": 1e-12, "refine": 5}
+
+
+def timed_step(layer, values, weights):
+    """(forward with grad, backward, forward without grad) in seconds, and outputs."""
+    params = [torch.tensor(v, requires_grad=True) for v in values]
+    t0 = time.perf_counter()
+    outs = layer(*params)
+    t1 = time.perf_counter()
+    loss = sum((o * torch.as_tensor(w)).sum() for o, w in zip(outs, weights, strict=True))
+    loss.backward()
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        t3 = time.perf_counter()
+        layer(*[p.detach() for p in params])
+        t4 = time.perf_counter()
+    grads = [p.grad.numpy() for p in params]
+    return (t1 - t0, t2 - t1, t4 - t3), [o.detach().numpy() for o in outs], grads
+
+
+def peak_memory(layer, values, weights) -> float:
+    """Peak Python-heap allocation (MB) of one forward + backward."""
+    gc.collect()
+    tracemalloc.start()
+    timed_step(layer, values, weights)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def accuracy(bp, values, weights, outs, grads, items=8):
+    """Max solution error and max relative gradient error over the first items."""
+    core = conelayers.CvxpyLayer(bp.problem, bp.parameters, bp.variables)
+    sub = [v[:items] for v in values]
+    sol = core.solve(*sub, solver_args=REFERENCE)
+    sol_err = max(float(np.abs(o[:items] - r).max()) for o, r in zip(outs, sol.values,
+                                                                    strict=True))
+    # Exact VJP of the first items only: compare per item, parameters batched.
+    exact = sol.adjoint(*[w[:items] for w in weights])
+    num = max(float(np.abs(g[:items] - e).max()) for g, e in zip(grads, exact, strict=True))
+    den = max(float(np.abs(e).max()) for e in exact) or 1.0
+    return sol_err, num / den
+
+
+def run(args) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    names = args.problems.split(",") if args.problems else list(PROBLEMS)
+    for name in names:
+        bp = PROBLEMS[name]()
+        libs = {"conelayers": Ours}
+        if Theirs is not None and not args.no_theirs:
+            libs["cvxpylayers"] = Theirs
+        layers, construct = {}, {}
+        for lib, cls in libs.items():
+            t0 = time.perf_counter()
+            try:
+                layers[lib] = cls(bp.problem, bp.parameters, bp.variables)
+            except Exception as exc:  # noqa: BLE001 - report, don't crash the suite
+                print(f"{name}: {lib} cannot build this layer: {exc}", file=sys.stderr)
+                continue
+            construct[lib] = time.perf_counter() - t0
+        batches = (1, 4) if args.quick else bp.batches
+        for B in batches:
+            values = bp.sample(rng, B)
+            outs_shape = [layers["conelayers"](*values)[k].shape for k in range(len(bp.variables))]
+            weights = [rng.standard_normal(s) for s in outs_shape]
+            samples: dict[str, list] = {lib: [] for lib in layers}
+            results: dict[str, tuple] = {}
+            for lib, layer in layers.items():  # warm-up
+                timed_step(layer, values, weights)
+            repeats = 1 if args.quick else max(1, args.repeats if B <= 128 else 2)
+            for _ in range(repeats):  # interleaved
+                for lib, layer in layers.items():
+                    try:
+                        times, outs, grads = timed_step(layer, values, weights)
+                    except Exception as exc:  # noqa: BLE001
+                        print(f"{name} B={B}: {lib} failed: {exc}", file=sys.stderr)
+                        samples[lib] = None
+                        continue
+                    if samples[lib] is not None:
+                        samples[lib].append(times)
+                        results[lib] = (outs, grads)
+            for lib, layer in layers.items():
+                if not samples.get(lib):
+                    continue
+                fwd, bwd, nograd = (statistics.median(t[k] for t in samples[lib])
+                                    for k in range(3))
+                outs, grads = results[lib]
+                sol_err, grad_err = accuracy(bp, values, weights, outs, grads)
+                row = {"problem": name, "B": B, "library": lib,
+                       "construct_ms": 1e3 * construct[lib], "forward_ms": 1e3 * fwd,
+                       "forward_nograd_ms": 1e3 * nograd, "backward_ms": 1e3 * bwd,
+                       "per_item_ms": 1e3 * (fwd + bwd) / B,
+                       "peak_mb": peak_memory(layer, values, weights),
+                       "solution_err": sol_err, "gradient_rel_err": grad_err}
+                rows.append(row)
+                print(f"{name:10s} B={B:5d} {lib:12s} fwd {row['forward_ms']:9.1f} ms  "
+                      f"bwd {row['backward_ms']:8.1f} ms  per item {row['per_item_ms']:6.2f} ms"
+                      f"  sol err {sol_err:.0e}  grad err {grad_err:.0e}", flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    by_key = {(r["problem"], r["B"], r["library"]): r for r in rows}
+    lines = ["| problem | B | construct ms (ours / theirs) | fwd+bwd per item ms (ours / "
+             "theirs) | speed-up | fwd no-grad ms | backward / forward (ours) | peak MB "
+             "(ours / theirs) | solution error (ours / theirs) | gradient rel. error "
+             "(ours / theirs) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (problem, B, lib), ours in by_key.items():
+        if lib != "conelayers":
+            continue
+        th = by_key.get((problem, B, "cvxpylayers"))
+
+        def pair(key, fmt, ours=ours, th=th):
+            return f"{ours[key]:{fmt}} / " + (f"{th[key]:{fmt}}" if th else "–")
+
+        ratio = f"{th['per_item_ms'] / ours['per_item_ms']:.1f}x" if th else "–"
+        lines.append(
+            f"| {problem} | {B} | {pair('construct_ms', '.0f')} | {pair('per_item_ms', '.2f')} "
+            f"| {ratio} | {pair('forward_nograd_ms', '.1f')} | "
+            f"{ours['backward_ms'] / ours['forward_ms']:.2f} | {pair('peak_mb', '.1f')} | "
+            f"{pair('solution_err', '.0e')} | {pair('gradient_rel_err', '.0e')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", default="", help="comma-separated subset")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (used by the tests)")
+    parser.add_argument("--no-theirs", action="store_true", help="skip cvxpylayers")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    rows = run(args)
+    print()
+    print(table(rows))
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+            "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+            "command": " ".join(["python benchmarks/bench.py", *(argv or sys.argv[1:])])}
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The item-level engine: solve, refine and differentiate a range of items.
+
+Everything here works on plain arrays for a contiguous range of batch items,
+so that the same functions run in this process (items spread over threads)
+or in a worker of any ``concurrent.futures.Executor`` (see
+:mod:`conelayers._remote`). :class:`Engine` bundles what they need (the
+program, the derivative structure, the solver adapters); it pickles without
+its solver preparations, which are rebuilt on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
+from ._diff import refine as refine_solution
+from ._errors import Status
+from ._parallel import for_each, worker_count
+from ._program import ParametricConeProgram
+from ._solvers import AbstractSolver, RawSolution, get_solver
+from ._typing import FloatArray
+
+__all__ = ["Engine", "ItemsResult", "solve_items"]
+
+# HSDE residual (relative to the data's scale) at which a refined solution the
+# solver called inaccurate, or gave up on, counts as optimal.
+_UPGRADE_TOL = 1e-9
+# Verdicts after which the solver's last iterate may still be refined to a
+# certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
+# instance, usually stops a hair away from it). Infeasibility and unboundedness
+# certificates are never second-guessed.
+_RESCUABLE = frozenset({Status.optimal_inaccurate, Status.numerical_error,
+                        Status.max_iterations, Status.solver_error})
+
+
+@dataclass(eq=False)
+class Engine:
+    """What solving and differentiating items needs; picklable."""
+
+    program: ParametricConeProgram
+    structure: Structure
+    _solvers: dict[str, tuple[AbstractSolver, Any]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def of(cls, program: ParametricConeProgram) -> Engine:
+        return cls(program, Structure.of(program.A_indices, program.A_indptr, program.n,
+                                         program.layout))
+
+    def solver(self, name: str) -> tuple[AbstractSolver, Any]:
+        """The adapter for ``name`` and its preparation for this layout (cached)."""
+        key = name.upper()
+        with self._lock:
+            if key not in self._solvers:
+                solver = get_solver(name)
+                solver.check_layout(self.program.layout)
+                self._solvers[key] = (solver, solver.prepare(self.program.layout,
+                                                             self.program.n))
+            return self._solvers[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Solver preparations may hold native objects that do not pickle
+        # (Clarabel's cone types); they depend only on the layout.
+        return {"program": self.program, "structure": self.structure}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["program"], state["structure"])  # type: ignore[misc]
+
+    def derivative_at(self, A_vals: FloatArray, b: FloatArray, c: FloatArray, x: FloatArray,
+                      y: FloatArray, s: FloatArray, mode: DerivativeMode, index: int,
+                      linearization: Linearization | None = None) -> ItemDerivative:
+        program = self.program
+        return ItemDerivative.at(
+            self.structure, program.matrix(A_vals), b, c, x, y, s, mode, index=index,
+            linearization=linearization, outputs=program.recover_linear,
+            parameters=lambda dA, db, dc: program.apply_adjoint(dA[None], db[None],
+                                                                 dc[None])[0],
+        )
+
+
+@dataclass
+class ItemsResult:
+    """What solving a range of items produced (linearizations stay local)."""
+
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    status: list[Status]
+    iterations: np.ndarray
+    residual: FloatArray
+    linearizations: list[Linearization | None] | None = None
+
+    def compact(self) -> ItemsResult:
+        """Without the linearizations: what travels back from a worker."""
+        return ItemsResult(self.x, self.y, self.s, self.status, self.iterations, self.residual)
+
+
+def _finite(raw: RawSolution) -> bool:
+    return bool(np.isfinite(raw.x).all() and np.isfinite(raw.y).all()
+                and np.isfinite(raw.s).all() and raw.x.size > 0)
+
+
+def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], refine: int,
+                A_vals: FloatArray, b: FloatArray, c: FloatArray, first: int = 0,
+                jobs: int | None = None) -> ItemsResult:
+    """Solve and refine items ``first, first + 1, ...`` given their data rows.
+
+    Failed items are NaN with their status; an item the solver gave up on is
+    rescued when refinement certifies optimality (see ``_RESCUABLE``).
+    """
+    program = engine.program
+    solver, prepared = engine.solver(solver_name)
+    B, n, m = A_vals.shape[0], program.n, program.m
+    x, y, s = np.full((B, n), np.nan), np.full((B, m), np.nan), np.full((B, m), np.nan)
+    statuses: list[Status] = [Status.solver_error] * B
+    iterations = np.zeros(B, dtype=np.int64)
+    residual = np.full(B, np.nan)
+    linearizations: list[Linearization | None] = [None] * B
+
+    def solve_item(i: int) -> None:
+        A = program.matrix(A_vals[i])
+        raw = solver.solve(prepared, A, b[i], c[i], options)
+        status = raw.status
+        iterations[i] = raw.iterations
+        rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
+        if status.ok or rescue:
+            lin = refine_solution(engine.structure, A, b[i], c[i], raw.x, raw.y, raw.s,
+                                  max_steps=refine, index=first + i)
+            scale = 1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
+            if status is not Status.optimal and lin.residual_norm <= _UPGRADE_TOL * scale:
+                # Refinement reached a KKT point to near rounding level: whatever the
+                # solver's own verdict, the point is optimal.
+                status = Status.optimal
+            if status.ok:
+                x[i], y[i], s[i] = lin.x, lin.y, lin.s
+                residual[i] = lin.residual_norm
+                linearizations[i] = lin
+        statuses[i] = status
+
+    for_each(solve_item, B, worker_count(jobs, B))
+    return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
+
+
+def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: FloatArray,
+              c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, dx: FloatArray,
+              dy: FloatArray, first: int = 0,
+              jobs: int | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Adjoint for solved items (rows): (dx, dy) → (dA, db, dc); NaN rows skipped."""
+    B, p = A_vals.shape[0], engine.program
+    dA, db, dc = np.zeros((B, p.nnz)), np.zeros((B, p.m)), np.zeros((B, p.n))
+    ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+    zeros_m = np.zeros(p.m)
+
+    def item(k: int) -> None:
+        i = int(ok[k])
+        d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
+        dA[i], db[i], dc[i] = d.vjp(dx[i], dy[i], zeros_m)
+
+    for_each(item, ok.size, worker_count(jobs, ok.size))
+    return dA, db, dc
+
+
+def jvp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: FloatArray,
+              c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, dA: FloatArray,
+              db: FloatArray, dc: FloatArray, first: int = 0,
+              jobs: int | None = None) -> tuple[FloatArray, FloatArray]:
+    """Derivative for solved items (rows): (dA, db, dc) → (dx, dy); NaN for failed rows."""
+    B, p = A_vals.shape[0], engine.program
+    dx, dy = np.full((B, p.n), np.nan), np.full((B, p.m), np.nan)
+    ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+
+    def item(k: int) -> None:
+        i = int(ok[k])
+        d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
+        dx[i], dy[i], _ = d.jvp(dA[i], db[i], dc[i])
+
+    for_each(item, ok.size, worker_count(jobs, ok.size))
+    return dx, dy
