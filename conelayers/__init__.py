@@ -18,10 +18,15 @@ from ._cones import ExpDual as ExpDual
 from ._cones import Nonneg as Nonneg
 from ._cones import Zero as Zero
 from ._diff import DerivativeMode as DerivativeMode
+from ._dpp import DPPReport as DPPReport
+from ._dpp import Finding as Finding
+from ._dpp import Rule as Rule
+from ._dpp import check_dpp as check_dpp
 from ._errors import ConelayersError as ConelayersError
 from ._errors import ConelayersWarning as ConelayersWarning
 from ._errors import DerivativeWarning as DerivativeWarning
 from ._errors import DPPError as DPPError
+from ._errors import ExecutorError as ExecutorError
 from ._errors import InaccurateSolutionWarning as InaccurateSolutionWarning
 from ._errors import ParameterError as ParameterError
 from ._errors import SolverError as SolverError

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import cvxpy as cp
+import numpy as np
 from cvxpy.atoms.affine.add_expr import AddExpression
 from cvxpy.atoms.affine.binary_operators import (
     BinaryOperator,
@@ -75,6 +76,8 @@ _DPP_DOCS = "https://www.cvxpy.org/tutorial/dpp/index.html"
 _DGP_DOCS = "https://www.cvxpy.org/tutorial/dgp/index.html"
 # Expression texts longer than this are cut (CVXPY prints constants in full).
 _MAX_TEXT = 240
+# Findings written out by str(report); the rest are counted.
+_MAX_SHOWN = 20
 
 
 class Rule(enum.Enum):
@@ -250,7 +253,10 @@ class Finding:
         whole fails.
     fixed_parameters_ok : bool
         True when the part would be DCP (DGP) if the parameters were
-        constants, so that only the DPP rules are broken.
+        constants, so that only the DPP rules are broken: CVXPY's
+        ``is_dcp()`` (``is_dgp()``) without ``dpp``. For DGP, CVXPY counts
+        a parameter expression such as ``exp(a)`` as a positive constant
+        only when its parameters have values.
     """
 
     location: str
@@ -331,7 +337,7 @@ class DPPReport:
         fixed = "DGP" if self.gp else "DCP"
         lines = ["Problem must be DPP."]
         current = None
-        for f in self.findings:
+        for f in self.findings[:_MAX_SHOWN]:
             if f.location != current:
                 current = f.location
                 tail = (
@@ -344,6 +350,9 @@ class DPPReport:
             lines.append(f"      rule: {f.rule.title} [{f.rule.name}]")
             lines.append(f"      why: {f.detail[:1].upper()}{f.detail[1:]}")
             lines.append(f"      fix: {f.fix[:1].upper()}{f.fix[1:]}")
+        if len(self.findings) > _MAX_SHOWN:
+            lines.append(f"  ... and {len(self.findings) - _MAX_SHOWN} more findings "
+                         "(all are in `check_dpp(problem).findings`).")
         kind = "DGP (log-log convex) and DPP" if self.gp else "DCP and DPP"
         lines.append(
             f"A layer needs a problem that is {kind}: the problem data must be an affine "
@@ -513,9 +522,26 @@ def _new_name(names: Sequence[str], prefix: str = "") -> str:
     return prefix + "_".join(names) if names else prefix + "new"
 
 
+# CVXPY class names of atoms whose function name differs (cp.power builds a PowerApprox).
+_FUNCTION_NAMES = {
+    "Power": "power", "Pnorm": "pnorm", "QuadForm": "quad_form", "GeoMean": "geo_mean",
+    "MatrixFrac": "matrix_frac", "Sum": "sum", "Trace": "trace",
+}
+
+
 def _atom_name(expr: Any) -> str:
     name = type(expr).__name__
-    return name[: -len("Approx")] if name.endswith("Approx") else name
+    name = name[: -len("Approx")] if name.endswith("Approx") else name
+    return _FUNCTION_NAMES.get(name, name)
+
+
+def _bound_text(bound: Any) -> str:
+    if isinstance(bound, Expression):
+        return _text(bound)
+    if bound is None or np.all(np.isinf(np.asarray(bound.todense() if hasattr(
+            bound, "todense") else bound, dtype=float))):
+        return "None"
+    return "(numbers)"
 
 
 def _bound_only_parameters(expr: Expression) -> tuple[str, ...]:
@@ -564,6 +590,15 @@ class _Analysis:
         if self.gp:
             return expr.is_log_log_convex() or expr.is_log_log_concave()
         return expr.is_convex() or expr.is_concave()
+
+    def undecided(self, expr: Any) -> bool:
+        """Whether ``ok_fixed`` cannot tell without parameter values (DGP only).
+
+        Outside DPP, CVXPY calls a parameter expression such as ``exp(a)``
+        log-log constant only when the parameters have values, so that a
+        DGP verdict "with the parameters fixed" needs them.
+        """
+        return self.gp and any(p.value is None for p in expr.parameters())
 
     def param_affine(self, expr: Any) -> bool:
         """Variable-free and affine (log-log affine) in the parameters."""
@@ -645,7 +680,7 @@ class _Analysis:
                 rule, detail, fix = self.classify(node)
                 out.append(finding(_text(node), rule, detail, fix, _names(node)))
             return out
-        if fixed_ok:
+        if fixed_ok or self.undecided(part):
             pieces = self.nonlinear_pieces(part.args)
             if pieces:
                 return [finding(_text(p), Rule.nonlinear_parameter,
@@ -664,9 +699,7 @@ class _Analysis:
         if not bad:
             return []
         location = f"variable {var.name()}"
-        text = "bounds=[" + ", ".join(
-            _text(b) if isinstance(b, Expression) else "None" if b is None else "(numbers)"
-            for b in bounds) + "]"
+        text = "bounds=[" + ", ".join(_bound_text(b) for b in bounds) + "]"
         out = []
         for node in self.minimal(bad):
             rule, detail, fix = self.classify(node)
@@ -728,8 +761,8 @@ class _Analysis:
                        else f"`cp.multiply({_text(num)}, {new})`")
             return (
                 Rule.parameter_divisor,
-                f"the divisor `{_text(den)}` depends on parameters ({_ticks(_names(den))}); "
-                "1/p is not affine in p.",
+                f"the divisor {_depends(den)} depends on parameters, and 1/p is not "
+                "affine in p.",
                 f"introduce one parameter `{new}` whose value you set to `1 / "
                 f"{_operand(den, True)}` and write {rewrite}.",
             )
@@ -738,8 +771,7 @@ class _Analysis:
             new = _new_name(_names(y), "inv_")
             return (
                 Rule.parameter_divisor,
-                f"the denominator `{_text(y)}` of quad_over_lin depends on parameters "
-                f"({_ticks(_names(y))}).",
+                f"the denominator {_depends(y)} of quad_over_lin depends on parameters.",
                 f"introduce one parameter `{new}` (declared nonneg=True) whose value you "
                 f"set to `1 / {_operand(y, True)}` and write "
                 f"`{new} * cp.sum_squares({_text(x)})`.",
@@ -766,15 +798,18 @@ class _Analysis:
         for factor, bound_names in via_bounds:
             other = right if factor is left else left
             if bound_names and set(bound_names) == set(_names(factor)):
-                var = factor.variables()[0].name() if factor.variables() else "the variable"
+                var = next(v for v in factor.variables() if v.parameters())
+                lower, upper = var.attributes["bounds"]
+                bound = (f"{var.name()} >= {_text(lower)}" if isinstance(lower, Expression)
+                         else f"{var.name()} <= {_text(upper)}")
                 return (
                     Rule.parameter_product,
                     f"`{_text(factor)}` depends on parameter(s) {_ticks(bound_names)} only "
                     "through the `bounds` of a variable, which CVXPY counts as parameter "
                     f"dependence, so its product with `{_text(other)}` "
                     "has two parameter-dependent factors.",
-                    f"declare `{var}` without `bounds=` and add the bound as a constraint "
-                    f"instead (for example `{var} >= lower`).",
+                    f"declare `{var.name()}` without `bounds=` and add the bound as a "
+                    f"constraint instead (`{bound}`).",
                 )
         op = node.OP_NAME
         detail = (
@@ -857,7 +892,7 @@ class _Analysis:
         sign = "-" if P.is_nsd() and not P.is_psd() else ""
         return (
             Rule.parametric_quad_form,
-            f"the matrix `{Pt}` of quad_form depends on parameters ({_ticks(_names(P))}).",
+            f"the matrix {_depends(P)} of quad_form depends on parameters.",
             f"write `quad_form({xt}, {Pt})` as `{sign}cp.sum_squares(L @ {xt})` with a "
             f"parameter `L` whose value you set so that {Pt} = {sign}Lᵀ L (for example a "
             "Cholesky factor).",
@@ -1109,7 +1144,8 @@ class _Analysis:
                 "parameters.",
                 fix,
             )
-        if self.ok_fixed(node):
+        fixed = self.ok_fixed(node)
+        if fixed or self.undecided(node):
             pieces = self.nonlinear_pieces(node.args)
             if pieces:
                 piece = pieces[0]
@@ -1122,7 +1158,8 @@ class _Analysis:
                     f"`{_text(piece)}` (computed outside the problem) and use it in its "
                     "place.",
                 )
-            return self._fixed_position(node)
+            if fixed:
+                return self._fixed_position(node)
         if isinstance(node, Atom) and not (node.is_atom_log_log_convex()
                                            or node.is_atom_log_log_concave()):
             if isinstance(node, NegExpression):

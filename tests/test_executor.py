@@ -1,0 +1,120 @@
+"""Running batches on executors: a process pool and a real Dask LocalCluster
+give the same results, statuses and gradients as the in-process engine, and a
+worker that dies produces an error naming its items."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from problems import CASES
+
+from conelayers import CvxpyLayer, ExecutorError, ParameterError, SolverError, Status
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as executor:
+        yield executor
+
+
+def compare(layer, values, executor, rng, chunk_size=None):
+    here = layer.solve(*values, throw=False)
+    there = layer.solve(*values, throw=False, executor=executor)
+    assert there.status == here.status
+    for a, b in zip(here.values, there.values, strict=True):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    w = [rng.standard_normal(np.shape(o)) for o in here.values]
+    for g_here, g_there in zip(here.adjoint(*w), there.adjoint(*w), strict=True):
+        np.testing.assert_allclose(g_here, g_there, atol=1e-10)
+    v = [rng.standard_normal(np.shape(x)) for x in values]
+    for d_here, d_there in zip(here.derivative(*v), there.derivative(*v), strict=True):
+        np.testing.assert_allclose(d_here, d_there, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["qp", "psd_projection", "logistic", "geometric"])
+def test_process_pool_equals_in_process(pool, name, rng):
+    case = CASES[name]()
+    layer = CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp, chunk_size=2)
+    compare(layer, case.sample_batch(rng, 5), pool, rng)
+
+
+def failing_batch():
+    x = cp.Variable(2)
+    lo, s = cp.Parameter(2), cp.Parameter()
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, cp.sum(x) <= s])
+    lo_v = np.array([[0.5, 0.5], [0.5, 0.5], [0.1, 0.2], [0.0, 0.0]])
+    s_v = np.array([2.0, 0.0, 1.0, 1.0])  # item 1 is infeasible
+    return CvxpyLayer(prob, [lo, s], [x], chunk_size=1), (lo_v, s_v)
+
+
+def test_failures_on_an_executor_are_reported_like_in_process(pool, rng):
+    layer, values = failing_batch()
+    compare(layer, values, pool, rng)
+    sol = layer.solve(*values, throw=False, executor=pool)
+    assert sol.status[1] is Status.infeasible
+    with pytest.raises(SolverError, match="item 1: infeasible"):
+        layer.solve(*values, executor=pool)
+
+
+class DyingExecutor(Executor):
+    """A process pool whose worker dies on the task holding a chosen item."""
+
+    def __init__(self, inner: ProcessPoolExecutor, fatal_item: int) -> None:
+        self.inner, self.fatal_item, self.calls = inner, fatal_item, 0
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        fn_args = args[3] if len(args) > 3 else ()
+        first = fn_args[-1] if fn_args else None
+        if first == self.fatal_item:
+            return self.inner.submit(os._exit, 1)
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+def test_a_worker_that_dies_names_the_items_it_held(rng):
+    layer, values = failing_batch()
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as inner:
+        with pytest.raises(ExecutorError, match=r"the executor failed on batch item\(s\) .*2") as info:
+            layer.solve(*values, throw=False, executor=DyingExecutor(inner, fatal_item=2))
+    assert 2 in info.value.items
+    assert layer.solve(*values, throw=False).ok.sum() == 3  # the layer is unaffected
+
+
+def test_executor_argument_is_checked():
+    layer, _ = failing_batch()
+    with pytest.raises(ParameterError, match=r"`executor` must be a concurrent.futures.Executor"):
+        layer.solve(np.zeros(2), 1.0, executor="dask")
+
+
+def test_front_ends_use_the_executor(pool, rng):
+    torch = pytest.importorskip("torch")
+    from conelayers.torch import CvxpyLayer as TorchLayer
+
+    case = CASES["sparsemax"]()
+    layer = TorchLayer(case.problem, case.parameters, case.variables, chunk_size=2)
+    z = torch.tensor(case.sample_batch(rng, 4)[0], requires_grad=True)
+    (x_here,) = layer(z)
+    (x_there,) = layer(z, executor=pool)
+    torch.testing.assert_close(x_here, x_there, atol=1e-12, rtol=0)
+    (g_here,) = torch.autograd.grad(x_here[:, 0].sum(), z)
+    (g_there,) = torch.autograd.grad(x_there[:, 0].sum(), z)
+    torch.testing.assert_close(g_here, g_there, atol=1e-10, rtol=0)
+
+
+def test_dask_local_cluster(rng):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        executor = client.get_executor()
+        case = CASES["qp"]()
+        layer = CvxpyLayer(case.problem, case.parameters, case.variables, chunk_size=3)
+        compare(layer, case.sample_batch(rng, 8), executor, rng)
+        failing, values = failing_batch()
+        sol = failing.solve(*values, throw=False, executor=executor)
+        assert [st.name for st in sol.status] == ["optimal", "infeasible", "optimal", "optimal"]
