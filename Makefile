@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test bench-solvers lint clean
+.PHONY: demo test bench bench-solvers lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: $(VENV)/.installed-core
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The performance suite compares with cvxpylayers, installed here only (it is
+# never a dependency of conelayers).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet cvxpylayers
+	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/cluster.py
 
 bench-solvers: $(STAMP)
 	$(PY) benchmarks/choose_solver.py

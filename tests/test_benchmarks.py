@@ -1,0 +1,35 @@
+"""The benchmark scripts run (on tiny sizes); their figures live in their output
+and the README, never in assertions about time."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+def test_performance_suite_runs_and_writes_json(tmp_path):
+    pytest.importorskip("torch")
+    import bench
+
+    out = tmp_path / "bench.json"
+    rows = bench.main(["--quick", "--no-theirs", "--problems", "sparsemax,qp", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert {r["problem"] for r in data["rows"]} == {"sparsemax", "qp"}
+    assert all(r["solution_err"] < 1e-8 and r["gradient_rel_err"] < 1e-8 for r in rows)
+    assert "| sparsemax | 4 |" in bench.table(rows)
+
+
+def test_cluster_row_runs(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import cluster
+
+    monkeypatch.setattr(cluster, "ROOT", tmp_path)
+    cluster.main(["--batch", "32", "--repeats", "1"])
+    rows = json.loads((tmp_path / "results" / "cluster.json").read_text())["rows"]
+    assert len(rows) == 3 and all(r["max_diff"] < 1e-10 for r in rows)
