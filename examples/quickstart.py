@@ -37,7 +37,7 @@ def main() -> None:
     sol = layer.solve(Fv, gv, lamv)
     print("status per item:", [st.name for st in sol.status])
     print("solutions x (one row per item):")
-    print(np.array2string(sol.values[0], precision=6, suppress_small=True), "\n")
+    print(np.array2string(sol.values[0] + 0.0, precision=6, suppress_small=True), "\n")
 
     # Loss L = Σ_items w · x; its gradient with respect to g by the exact adjoint ...
     w = rng.standard_normal((batch, n))

@@ -79,7 +79,8 @@ class DyingExecutor(Executor):
 def test_a_worker_that_dies_names_the_items_it_held(rng):
     layer, values = failing_batch()
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as inner:
-        with pytest.raises(ExecutorError, match=r"the executor failed on batch item\(s\) .*2") as info:
+        message = r"the executor failed on batch item\(s\) .*2"
+        with pytest.raises(ExecutorError, match=message) as info:
             layer.solve(*values, throw=False, executor=DyingExecutor(inner, fatal_item=2))
     assert 2 in info.value.items
     assert layer.solve(*values, throw=False).ok.sum() == 3  # the layer is unaffected

@@ -361,3 +361,27 @@ def test_threads_share_one_layer(rng):
     for (x1, g1), (x2, g2) in zip(sequential, results, strict=True):
         torch.testing.assert_close(x1, x2, atol=1e-12, rtol=0)
         torch.testing.assert_close(g1, g2, atol=1e-10, rtol=0)
+
+
+def test_backward_with_no_gradient_on_any_output_regression_optnet(rng):
+    """Found by examples/optnet_qp.py: autograd may call backward with every
+    output gradient undefined (gradcheck does); it must return no gradients."""
+    case = CASES["affine_projection"]()
+    layer = torch_layer(case)
+    values = [torch.tensor(v, requires_grad=True) for v in case.sample(rng)]
+    x, _ = layer(*values)
+    (0.0 * x.sum()).backward()  # a graph through the layer, with zero cotangents
+    assert all(v.grad is None or not v.grad.any() for v in values)
+    assert _Solve.backward(type("Ctx", (), {"call": layer_call(layer, values)})(),
+                           None, None) == (None,) * (1 + len(values))
+
+
+def layer_call(layer, values):
+    from conelayers.torch._layer import _Call
+
+    call = _Call(layer.layer, None, None, None, torch.float64, torch.device("cpu"))
+    call.forward(values)
+    return call
+
+
+from conelayers.torch._layer import _Solve  # noqa: E402

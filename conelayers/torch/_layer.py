@@ -119,7 +119,7 @@ class _Solve(torch.autograd.Function):
         call: _Call = ctx.call
         assert call.solution is not None
         if all(g is None for g in grad_outputs):
-            return (None,) * (1 + len(call.solution._program.parameters))
+            return (None,) * (1 + len(call.layer.program.parameters))
         grads = call.solution.adjoint(*[None if g is None else _numpy(g) for g in grad_outputs])
         wanted = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:],
                                                           strict=True)]
