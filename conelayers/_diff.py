@@ -31,12 +31,14 @@ because dQ is skew; zᵀ h = 0 by construction), and the part of dz along z
     K = [[M, Π(z)], [zᵀ, 0]]:   K [dz; λ] = [g; 0],   Kᵀ [r; μ] = [h; 0],
 
 nonsingular exactly when the null space of M is the line through z, i.e. when
-the solution map is differentiable there. One sparse LU of K per solution
-serves every JVP and VJP. Each solve is checked by its residual (with one step
-of iterative refinement). Where K is singular or its condition number exceeds
-1e12 (degenerate points: non-unique solutions, no strict complementarity) the
-minimum-norm least-squares solution is used, as diffcp does, with a
-DerivativeWarning.
+the solution map is differentiable there. One LU of K per solution (dense
+LAPACK or sparse SuperLU, whichever :mod:`conelayers._factor` measured faster
+for K's size and fill) serves every JVP and VJP. Each solve is checked by its
+residual (with one step of iterative refinement). Where K is singular or its
+condition number exceeds 1e12 (degenerate points: non-unique solutions, no
+strict complementarity) the minimum-norm least-squares solution is used, as
+diffcp does; a DerivativeWarning is given unless the requested outputs are
+provably unaffected (see ``_outputs_determined``).
 
 Refinement (Busseti, Moursi, Boyd, "Solution refinement at regular points of
 conic problems", 2019). The same K gives Newton's method on N: solve
