@@ -32,7 +32,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from problems import PROBLEMS  # noqa: E402
+from bench_problems import PROBLEMS  # noqa: E402
 
 import conelayers  # noqa: E402
 from conelayers.torch import CvxpyLayer as Ours  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from problems import PROBLEMS  # noqa: E402
+from bench_problems import PROBLEMS  # noqa: E402
 
 import conelayers  # noqa: E402
 

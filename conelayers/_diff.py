@@ -123,7 +123,7 @@ class Structure:
 
     @classmethod
     def of(cls, A_indices: IntArray, A_indptr: IntArray, n: int, layout: ConeLayout) -> Structure:
-        dproj = DualProjection(layout)
+        dproj = DualProjection(layout, lowrank=True)
         return cls(layout, dproj, BorderedPattern(A_indices, A_indptr, n, layout.dim, dproj))
 
 
@@ -200,8 +200,9 @@ class Linearization:
         Least squares (minimum norm) where K is singular or ill-conditioned.
         """
         assert self.K is not None and self.lu is not None
-        full = np.append(rhs, 0.0)
         N = rhs.size
+        full = np.zeros(self.K.shape[0])
+        full[:N] = rhs  # the border row and the SOC unknowns' rows are zero
         if self.lu.singular or (check and self.condition > _COND_LIMIT):
             return self._lstsq(full, transpose)[:N]
         op = self.K.T if transpose else self.K
@@ -237,7 +238,9 @@ class Linearization:
                 return U[:, :r] @ ((Vt[:r] @ full) / S[:r])
             return Vt[:r].T @ ((U[:, :r].T @ full) / S[:r])
         op = self.K.T if transpose else self.K
-        return spla.lsmr(op, full, atol=1e-14, btol=1e-14, maxiter=20 * op.shape[0])[0]
+        # Large and singular: an iterative least-squares solve. It is the slow,
+        # degenerate path (a DerivativeWarning accompanies it); cap its work.
+        return spla.lsmr(op, full, atol=1e-12, btol=1e-12, maxiter=4 * op.shape[0])[0]
 
     def left_null(self) -> FloatArray | None:
         """Rows r with rᵀK = 0 (first N entries): right-hand sides g with rᵀg ≠ 0
@@ -246,7 +249,7 @@ class Linearization:
         if self.K.shape[0] > _DENSE_LSTSQ_MAX:
             return None
         U, _, _, r = self._svd()
-        return U[:, r:].T[:, :-1]
+        return U[:, r:].T[:, : self.z.size]
 
     def null_directions(self) -> FloatArray | None:
         """Solution tangents (dx, dy) along the null space of K, as rows ``(k, n + m)``.
@@ -259,7 +262,7 @@ class Linearization:
             return None
         _, _, Vt, r = self._svd()
         n = self.x.size
-        null = Vt[r:, :-1]  # drop the border multiplier
+        null = Vt[r:, : self.z.size]  # drop the border multiplier and the SOC unknowns
         du, dv, dw = null[:, :n], null[:, n:-1], null[:, -1:]
         dx = du - dw * self.x
         dy = np.stack([self.D(row) for row in dv]) - dw * self.y if len(dv) else dv
@@ -309,9 +312,11 @@ def _newton_step(structure: Structure, lin: Linearization, *, least_squares: boo
                  index: int) -> Linearization | None:
     """One Newton step on N from ``lin``; None unless it reduces ‖N‖."""
     n = lin.x.size
-    rhs = np.append(-lin.residual, 0.0)
-    assert lin.lu is not None
-    dz = (lin._lstsq(rhs, transpose=False) if least_squares else lin.lu.solve(rhs))[:-1]
+    assert lin.lu is not None and lin.K is not None
+    N = lin.z.size
+    full = np.zeros(lin.K.shape[0])
+    full[:N] = -lin.residual
+    dz = (lin._lstsq(full, transpose=False) if least_squares else lin.lu.solve(full))[:N]
     z_new = lin.z + dz
     if not (np.isfinite(z_new).all() and z_new[-1] > 0):
         return None

@@ -66,6 +66,41 @@ def _soc_blocks(v: FloatArray) -> tuple[FloatArray, FloatArray]:
     return proj, jac
 
 
+def _soc_lowrank(v: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The SOC Jacobian as diagonal + rank 2: DΠ = diag(δ) + W S Wᵀ, W = [e₀, (0, u)].
+
+    For p SOCs of size d (``v`` is (p, d)) returns the projections (p, d), δ
+    (p, d), u (p, d − 1) and S (p, 2, 2). Inside: δ = 1, S = 0; polar: δ = 0,
+    S = 0; otherwise, with ρ = t/‖z‖ and α = (1 + ρ)/2,
+    δ = (½, α, …, α) and S = ½[[0, 1], [1, −ρ]], which reproduces
+    ½[[1, uᵀ], [u, (1 + ρ)I − ρ uuᵀ]] (see ``_soc_blocks``) without its dense d×d block.
+    """
+    p, d = v.shape
+    t, z = v[:, 0], v[:, 1:]
+    nz = np.linalg.norm(z, axis=1)
+    inside = nz <= t
+    polar = (nz <= -t) & ~inside
+    between = ~(inside | polar)
+    proj = np.zeros_like(v)
+    proj[inside] = v[inside]
+    delta = np.zeros((p, d))
+    delta[inside] = 1.0
+    u = np.zeros((p, d - 1))
+    S = np.zeros((p, 2, 2))
+    if between.any():
+        tb, zb, nb = t[between], z[between], nz[between]
+        rho = tb / nb
+        alpha = 0.5 * (1.0 + rho)
+        proj[between, 0] = alpha * nb
+        proj[between, 1:] = alpha[:, None] * zb
+        delta[between, 0] = 0.5
+        delta[between, 1:] = alpha[:, None]
+        u[between] = zb / nb[:, None]
+        S[between, 0, 1] = S[between, 1, 0] = 0.5
+        S[between, 1, 1] = -0.5 * rho
+    return proj, delta, u, S
+
+
 def _psd_block(v: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
     """Projection and Jacobian (in svec coordinates) for one PSD cone."""
     rows, cols = svec_indices(order)
@@ -111,15 +146,20 @@ class DualProjection:
     """Π_{K*} and the values of DΠ_{K*} for one cone layout.
 
     The sparsity pattern of the Jacobian depends only on the layout: a full
-    diagonal for the free and nonnegative parts, full blocks for every SOC, PSD
-    and exponential cone (whatever their values at a given point). It is fixed
-    here, once, as COO ``rows``/``cols``; each call returns the values in that
-    order, so that callers can assemble larger matrices with precomputed
-    index maps instead of SciPy constructors.
+    diagonal for the free and nonnegative parts, full blocks for every PSD and
+    exponential cone, and for every SOC either a full block or, with
+    ``lowrank=True``, a diagonal plus the rank-2 term W S Wᵀ of
+    :func:`_soc_lowrank` (a d×d dense block would make an SOC of dimension
+    1,000 cost a million entries; the low-rank form costs 3d + 4). It is fixed
+    here, once: ``rows``/``cols`` index the (block) entries, and each call
+    returns the values in that order, followed in low-rank mode by the u's and
+    S's of the SOCs, so that callers can assemble larger matrices with
+    precomputed index maps instead of SciPy constructors.
     """
 
-    def __init__(self, layout: ConeLayout) -> None:
+    def __init__(self, layout: ConeLayout, lowrank: bool = False) -> None:
         self.layout = layout
+        self.lowrank = lowrank
         self.m = layout.dim
         self.free = np.concatenate([off + np.arange(c.dim) for off, c in layout.of_type(Zero)]
                                    or [np.zeros(0, dtype=np.intp)])
@@ -136,8 +176,12 @@ class DualProjection:
         rows: list[np.ndarray] = [self.free, self.nonneg]
         cols: list[np.ndarray] = [self.free, self.nonneg]
         for idx in self.soc:
-            rows.append(np.repeat(idx, idx.shape[1], axis=1).ravel())
-            cols.append(np.tile(idx, (1, idx.shape[1])).ravel())
+            if lowrank:
+                rows.append(idx.ravel())
+                cols.append(idx.ravel())
+            else:
+                rows.append(np.repeat(idx, idx.shape[1], axis=1).ravel())
+                cols.append(np.tile(idx, (1, idx.shape[1])).ravel())
         for off, _, d in self.psd:
             block = off + np.arange(d)
             rows.append(np.repeat(block, d))
@@ -147,24 +191,52 @@ class DualProjection:
             cols.append(np.tile(idx, (1, 3)).ravel())
         self.rows = np.concatenate(rows).astype(np.intp)
         self.cols = np.concatenate(cols).astype(np.intp)
+        self.nblock = int(self.rows.size)
+        # Low-rank bookkeeping: SOC cones numbered in the order of self.soc.
+        heads = [idx[:, 0] for idx in self.soc]
+        tails = [idx[:, 1:] for idx in self.soc]
+        self.heads = np.concatenate(heads or [np.zeros(0, dtype=np.intp)]).astype(np.intp)
+        self.tail_rows = np.concatenate([t.ravel() for t in tails]
+                                        or [np.zeros(0, dtype=np.intp)]).astype(np.intp)
+        starts = np.cumsum([0] + [idx.shape[0] for idx in self.soc])
+        self.tail_cone = np.concatenate(
+            [np.repeat(starts[g] + np.arange(t.shape[0]), t.shape[1]) for g, t in enumerate(tails)]
+            or [np.zeros(0, dtype=np.intp)]).astype(np.intp)
+        self.q = int(self.heads.size) if lowrank else 0
 
     @property
     def nnz(self) -> int:
-        return int(self.rows.size)
+        """Length of the values vector."""
+        return self.nblock + (self.tail_rows.size + 4 * self.q if self.lowrank else 0)
+
+    def split(self, values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(block values, u of every SOC tail row, S (q, 2, 2)) from the values."""
+        nb, nt = self.nblock, self.tail_rows.size
+        if not self.lowrank:
+            return values, np.zeros(0), np.zeros((0, 2, 2))
+        return values[:nb], values[nb:nb + nt], values[nb + nt:].reshape(-1, 2, 2)
 
     def __call__(self, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """``(Π_{K*}(v) (m,), values of DΠ_{K*}(v) (nnz,) in rows/cols order)``."""
+        """``(Π_{K*}(v) (m,), values of DΠ_{K*}(v) (nnz,))``."""
         proj = np.empty(self.m)
         vals: list[np.ndarray] = []
+        us: list[np.ndarray] = []
+        Ss: list[np.ndarray] = []
         proj[self.free] = v[self.free]
         vals.append(np.ones(self.free.size))
         vn = v[self.nonneg]
         proj[self.nonneg] = np.maximum(vn, 0.0)
         vals.append(np.where(vn > 0, 1.0, np.where(vn < 0, 0.0, 0.5)))
         for idx in self.soc:
-            p, jac = _soc_blocks(v[idx])
+            if self.lowrank:
+                p, delta, u, S = _soc_lowrank(v[idx])
+                vals.append(delta.ravel())
+                us.append(u.ravel())
+                Ss.append(S.ravel())
+            else:
+                p, jac = _soc_blocks(v[idx])
+                vals.append(jac.ravel())
             proj[idx] = p
-            vals.append(jac.ravel())
         for off, order, d in self.psd:
             p, jac = _psd_block(v[off : off + d], order)
             proj[off : off + d] = p
@@ -174,21 +246,44 @@ class DualProjection:
             p, jac = _exp_blocks(v[idx], dual=primal)
             proj[idx] = p
             vals.append(jac.ravel())
-        return proj, np.concatenate(vals)
+        return proj, np.concatenate(vals + us + Ss)
+
+    def _lowrank_apply(self, values: FloatArray, x: FloatArray, transpose: bool) -> FloatArray:
+        _, u, S = self.split(values)
+        w1x = np.bincount(self.tail_cone, weights=u * x[self.tail_rows], minlength=self.q)
+        w = np.stack([x[self.heads], w1x], axis=1)  # Wᵀx per cone, (q, 2)
+        a = np.einsum("qji,qj->qi" if transpose else "qij,qj->qi", S, w)
+        out = np.zeros(self.m)
+        np.add.at(out, self.heads, a[:, 0])
+        out += np.bincount(self.tail_rows, weights=u * a[self.tail_cone, 1], minlength=self.m)
+        return out
 
     def matvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*} @ x from the values (no matrix is formed)."""
-        return np.bincount(self.rows, weights=values * x[self.cols], minlength=self.m).astype(
+        block = values[: self.nblock]
+        out = np.bincount(self.rows, weights=block * x[self.cols], minlength=self.m).astype(
             np.float64, copy=False)
+        return out + self._lowrank_apply(values, x, False) if self.q else out
 
     def rmatvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*}ᵀ @ x from the values."""
-        return np.bincount(self.cols, weights=values * x[self.rows], minlength=self.m).astype(
+        block = values[: self.nblock]
+        out = np.bincount(self.cols, weights=block * x[self.rows], minlength=self.m).astype(
             np.float64, copy=False)
+        return out + self._lowrank_apply(values, x, True) if self.q else out
 
     def matrix(self, values: FloatArray) -> CSR:
-        """DΠ_{K*} as a CSR array from its values."""
-        return sp.coo_array((values, (self.rows, self.cols)), shape=(self.m, self.m)).tocsr()
+        """DΠ_{K*} as a CSR array from its values (low-rank terms expanded)."""
+        block = values[: self.nblock]
+        D = sp.coo_array((block, (self.rows, self.cols)), shape=(self.m, self.m)).tocsr()
+        if not self.q:
+            return D
+        _, u, S = self.split(values)
+        W = sp.coo_array((np.concatenate([np.ones(self.q), u]),
+                          (np.concatenate([self.heads, self.tail_rows]),
+                           np.concatenate([2 * np.arange(self.q), 2 * self.tail_cone + 1]))),
+                         shape=(self.m, 2 * self.q)).tocsr()
+        return sp.csr_array(D + W @ sp.block_diag(list(S)) @ W.T)
 
 
 def dproject_dual(v: FloatArray, layout: ConeLayout) -> tuple[FloatArray, CSR]:

@@ -81,8 +81,11 @@ def sparse_qp(batches=(1, 32)) -> BenchProblem:
     inequalities with density 0.01 (fixed), q, b and h parameters."""
     n = 1024
     rng = np.random.default_rng(1234)
-    A = sp.random_array((n, n), density=0.01, rng=rng, format="csr")
-    G = sp.random_array((n, n), density=0.01, rng=rng, format="csr")
+    # Density 0.01 plus a unit diagonal: without it a random row can be empty
+    # (probability 3 % per matrix), i.e. a redundant "0 = 0" equality whose
+    # multiplier is not unique, and the derivative does not exist.
+    A = sp.csr_array(sp.random_array((n, n), density=0.01, rng=rng) + sp.eye_array(n))
+    G = sp.csr_array(sp.random_array((n, n), density=0.01, rng=rng) + sp.eye_array(n))
     x0 = rng.standard_normal(n)
     x = cp.Variable(n)
     q, b, h = cp.Parameter(n), cp.Parameter(n), cp.Parameter(n)
