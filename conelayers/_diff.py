@@ -106,6 +106,8 @@ _COND_LIMIT = 1e12
 _DENSE_LSTSQ_MAX = 1000
 # Relative singular value below which a direction counts as null.
 _SVD_RCOND = 1e-11
+# Relative residual at which refinement stops: rounding level.
+_REFINED = 1e-15
 
 
 def _warn(message: str) -> None:
@@ -147,6 +149,7 @@ class Linearization:
     z: FloatArray
     D_vals: FloatArray  # values of DΠ_{K*}(v) on structure.dproj's pattern
     residual: FloatArray
+    scales: FloatArray = field(default_factory=lambda: np.ones(3))
     index: int = 0
     K: sp.csc_array | FloatArray | None = None
     lu: DenseLU | SparseLU | None = None
@@ -161,13 +164,29 @@ class Linearization:
         proj, D_vals = structure.dproj(v)
         pi = np.concatenate([x, proj, [1.0]])
         z = np.concatenate([x, v, [1.0]])
-        Qpi = np.concatenate([A.T @ proj + c, b - A @ x, [-(c @ x) - (b @ proj)]])
+        Aty, Ax, cx, by = A.T @ proj, A @ x, c @ x, b @ proj
+        Qpi = np.concatenate([Aty + c, b - Ax, [-cx - by]])
+        # Each block of N relative to the size of what it balances (as SCS
+        # measures its own residuals): dual Aᵀy + c, primal b − Ax − s, gap.
+        big = lambda *arrays: 1.0 + max(float(np.abs(a).max(initial=0.0)) for a in arrays)  # noqa: E731
+        scales = np.array([big(Aty, c), big(b, Ax), 1.0 + abs(cx) + abs(by)])
         return cls(structure, A, b, c, x, proj, proj - v, pi, z, D_vals, Qpi - pi + z,
-                   index=index)
+                   scales, index=index)
 
     @property
     def residual_norm(self) -> float:
+        """‖N(z)‖∞ (absolute)."""
         return float(np.abs(self.residual).max())
+
+    @property
+    def relative_residual(self) -> float:
+        """The largest of the dual, primal and gap residuals, each relative to its
+        own scale: the measure refinement decreases and certificates bound."""
+        n, N = self.x.size, self.residual.size
+        r = self.residual
+        return max(float(np.abs(r[:n]).max(initial=0.0)) / self.scales[0],
+                   float(np.abs(r[n:N - 1]).max(initial=0.0)) / self.scales[1],
+                   abs(float(r[-1])) / self.scales[2])
 
     def D(self, x: FloatArray) -> FloatArray:
         return self.structure.dproj.matvec(self.D_vals, x)
@@ -220,17 +239,26 @@ class Linearization:
             )
         return sol[:N]
 
-    def _svd(self) -> tuple[FloatArray, FloatArray, FloatArray, int]:
-        """Dense SVD of K (computed once): U, σ, Vᵀ and the numerical rank."""
+    @property
+    def accuracy(self) -> float:
+        """How well this point is resolved: ‖N(z)‖∞ relative to ‖z‖∞.
+
+        K is only known to that accuracy, so singular values, null directions
+        and the like below it cannot be told from zero.
+        """
+        return self.relative_residual
+
+    def _svd(self, rcond: float = _SVD_RCOND) -> tuple[FloatArray, FloatArray, FloatArray, int]:
+        """Dense SVD of K (computed once): U, σ, Vᵀ and the rank at ``rcond``."""
         if self._svd_cache is None:
             assert self.K is not None
-            U, S, Vt = np.linalg.svd(dense(self.K))
-            rank = int(np.sum(S > S[0] * _SVD_RCOND))
-            self._svd_cache = (U, S, Vt, rank)
-        return self._svd_cache
+            self._svd_cache = np.linalg.svd(dense(self.K))
+        U, S, Vt = self._svd_cache
+        return U, S, Vt, int(np.sum(S > S[0] * max(rcond, self.accuracy)))
 
     def _lstsq(self, full: FloatArray, transpose: bool) -> FloatArray:
-        """Minimum-norm least-squares solve with K (or Kᵀ)."""
+        """Minimum-norm least-squares solve with K (or Kᵀ); singular values
+        below the point's own accuracy count as zero."""
         assert self.K is not None
         if self.K.shape[0] <= _DENSE_LSTSQ_MAX:
             U, S, Vt, r = self._svd()
@@ -281,12 +309,8 @@ def refine(
     lin = Linearization.at(structure, A, b, c, x, y - s, index)
     if max_steps <= 0:
         return lin
-    scale = 1.0 + max(np.abs(b).max(initial=0), np.abs(c).max(initial=0),
-                      np.abs(A.data).max(initial=0) * max(np.abs(x).max(initial=0),
-                                                          np.abs(y).max(initial=0)))
-    target = 1e-14 * scale
     for _ in range(max_steps):
-        if lin.residual_norm <= target:
+        if lin.relative_residual <= _REFINED:
             break
         lin.factor()
         assert lin.lu is not None and lin.K is not None
@@ -298,7 +322,7 @@ def refine(
             trial = _newton_step(structure, lin, least_squares=True, index=index)
         if trial is None:
             break
-        progress = trial.residual_norm / lin.residual_norm
+        progress = trial.relative_residual / lin.relative_residual
         lin = trial
         if progress > 0.5:  # no longer converging fast: stop at this better point
             break
@@ -322,7 +346,10 @@ def _newton_step(structure: Structure, lin: Linearization, *, least_squares: boo
         return None
     z_new /= z_new[-1]
     trial = Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
-    return trial if trial.residual_norm < lin.residual_norm else None
+    # Scale-aware acceptance: a step that lowers the absolute ‖N‖ by trading a
+    # huge primal residual for a modest dual one (e.g. y → 0 far from the
+    # optimum, on badly scaled data) does not lower the relative residual.
+    return trial if trial.relative_residual < lin.relative_residual else None
 
 
 @dataclass(eq=False)
@@ -438,9 +465,12 @@ def _outputs_determined(
     left = lin.left_null()
     if null is None or left is None:
         return False
+    # Nothing finer than the point's own accuracy can be resolved (an unrefined
+    # interior-point answer is ~1e-6 off; a refined one ~1e-15).
+    tol = max(1e-8, 100.0 * lin.accuracy)
     if null.shape[0]:
         moved = outputs(null)
-        if np.abs(moved).max(initial=0.0) > 1e-8 * (1.0 + float(np.abs(null).max())):
+        if np.abs(moved).max(initial=0.0) > tol * (1.0 + float(np.abs(null).max())):
             return False
     n = lin.x.size
     A = lin.A
@@ -451,7 +481,7 @@ def _outputs_determined(
         rx, ry, rw = r[:n], r[n:-1], r[-1]
         dA = px[cols] * ry[rows] - py[rows] * rx[cols]
         dtheta = parameters(dA, py * rw - ry, px * rw - rx)
-        if np.abs(dtheta).max(initial=0.0) > 1e-8 * (1.0 + float(np.abs(r).max())):
+        if np.abs(dtheta).max(initial=0.0) > tol * (1.0 + float(np.abs(r).max())):
             return False
     return True
 

@@ -27,8 +27,9 @@ from ._typing import FloatArray
 
 __all__ = ["Engine", "ItemsResult", "solve_items"]
 
-# HSDE residual (relative to the data's scale) at which a refined solution the
-# solver called inaccurate, or gave up on, counts as optimal.
+# Relative residual (dual, primal and gap, each relative to its own scale) at
+# which a refined solution the solver called inaccurate, or gave up on, counts
+# as optimal.
 _UPGRADE_TOL = 1e-9
 # Verdicts after which the solver's last iterate may still be refined to a
 # certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
@@ -131,14 +132,13 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         if status.ok or rescue:
             lin = refine_solution(engine.structure, A, b[i], c[i], raw.x, raw.y, raw.s,
                                   max_steps=refine, index=first + i)
-            scale = 1.0 + max(np.abs(b[i]).max(initial=0), np.abs(c[i]).max(initial=0))
-            if status is not Status.optimal and lin.residual_norm <= _UPGRADE_TOL * scale:
+            if status is not Status.optimal and lin.relative_residual <= _UPGRADE_TOL:
                 # Refinement reached a KKT point to near rounding level: whatever the
                 # solver's own verdict, the point is optimal.
                 status = Status.optimal
             if status.ok:
                 x[i], y[i], s[i] = lin.x, lin.y, lin.s
-                residual[i] = lin.residual_norm
+                residual[i] = lin.relative_residual
                 linearizations[i] = lin
         statuses[i] = status
 

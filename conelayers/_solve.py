@@ -105,9 +105,10 @@ class Solution:
     iterations : ndarray of int, shape (B,)
         Solver iterations per item.
     residual : ndarray, shape (B,)
-        ‖N(z)‖∞, the residual of the optimality conditions (primal, dual and
-        gap, in the homogeneous embedding) at the returned point, after
-        refinement; NaN for failed items.
+        The residual of the optimality conditions at the returned point, after
+        refinement: the largest of the dual (Aᵀy + c), primal (Ax + s − b) and
+        gap (cᵀx + bᵀy) residuals, each relative to the size of its terms
+        (about 1e-16 when refinement converged); NaN for failed items.
     """
 
     def __init__(self, engine: Engine, batch: Batch,
