@@ -200,7 +200,15 @@ def _check_arguments(
             )
     ids = [p.id for p in parameters]
     if len(set(ids)) != len(ids):
-        raise ParameterError("`parameters` lists the same parameter more than once.")
+        first: dict[int, int] = {}
+        for i, pid in enumerate(ids):
+            if pid in first:
+                raise ParameterError(
+                    f"`parameters` lists the same parameter more than once: "
+                    f"`parameters[{first[pid]}]` and `parameters[{i}]` are both "
+                    f"{parameters[i]}; list each parameter of the problem once."
+                )
+            first[pid] = i
     expected = {p.id: p for p in problem.parameters()}
     missing = [str(p) for pid, p in expected.items() if pid not in ids]
     extra = [str(p) for p in parameters if p.id not in expected]

@@ -20,6 +20,7 @@ from ._errors import ParameterError
 from ._program import ParametricConeProgram
 from ._remote import new_token
 from ._solve import Distribution, Solution, solve_batch
+from ._solvers import check_solver_name
 from ._typing import FloatArray
 from ._validate import CallOptions, check_values, split_solver_args
 
@@ -125,8 +126,10 @@ class CvxpyLayer:
         if verbose:
             solver_args = {"verbose": True, **(solver_args or {})}
         given = split_solver_args(solver_args)
+        if solver is not None:
+            check_solver_name(solver)
         if solver is not None and given.solver is not None and (
-            not isinstance(solver, str) or solver.upper() != given.solver.upper()
+            solver.upper() != given.solver.upper()
         ):
             raise ParameterError(
                 f"`solver` ({solver!r}) and `solver_args['solve_method']` "

@@ -27,9 +27,12 @@ from ._typing import FloatArray
 __all__ = [
     "Batch",
     "CallOptions",
+    "as_real_array",
+    "check_tensor_dtype",
     "check_cotangents",
     "check_shapes",
     "check_tangents",
+    "check_uniform",
     "check_values",
     "gradients",
     "split_solver_args",
@@ -176,13 +179,27 @@ def _first_bad(bad: np.ndarray, batched: bool) -> str:
     return f" (batch item {k})" if batched else ""
 
 
+def _first_violation(bad: np.ndarray, items: FloatArray, batched: bool) -> str:
+    """Where the first offending entry is and what it holds, e.g.
+    ' (batch item 2, got -1.0 at index (1,))', from an entrywise mask of
+    ``items`` (shape (B, *shape))."""
+    k = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+    where = [f"batch item {k}"] if batched else []
+    if items.ndim == 1:  # a scalar parameter
+        where.append(f"got {float(items[k])!r}")
+    else:
+        index = tuple(int(i) for i in np.argwhere(bad[k])[0])
+        where.append(f"got {float(items[k][index])!r} at index {index}")
+    return f" ({', '.join(where)})"
+
+
 def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, what: str) -> None:
     """Finiteness and the parameter's declared attributes, per item."""
-    axes = tuple(range(1, items.ndim))
-    finite = np.isfinite(items).all(axis=axes) if axes else np.isfinite(items)
-    if not finite.all():
+    nonfinite = ~np.isfinite(items)
+    if nonfinite.any():
         raise ParameterError(
-            f"{what} contains NaN or inf{_first_bad(~finite, batched)}; pass finite values."
+            f"{what} contains NaN or inf{_first_violation(nonfinite, items, batched)}; pass "
+            "finite values."
         )
     sign_rules = {
         "nonneg": (lambda v: v >= 0, "nonnegative (nonneg=True)"),
@@ -193,18 +210,19 @@ def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, wh
     for name in spec.checks:
         if name in sign_rules:
             rule, words = sign_rules[name]
-            ok = rule(items).all(axis=axes) if axes else rule(items)
-            if not ok.all():
+            bad = ~rule(items)
+            if bad.any():
                 raise ParameterError(
                     f"{what} is declared {words} but a value violates it"
-                    f"{_first_bad(~ok, batched)}; pass values that satisfy the attribute."
+                    f"{_first_violation(bad, items, batched)}; pass values that satisfy "
+                    "the attribute."
                 )
     if spec.log:
-        ok = (items > 0).all(axis=axes) if axes else items > 0
-        if not ok.all():
+        bad = ~(items > 0)
+        if bad.any():
             raise ParameterError(
                 f"{what} belongs to a geometric program (gp=True), so its values must be "
-                f"positive; got a value <= 0{_first_bad(~ok, batched)}."
+                f"positive; got a value <= 0{_first_violation(bad, items, batched)}."
             )
     if {"symmetric", "PSD", "NSD"} & set(spec.checks):
         scale = np.maximum(1.0, np.abs(items).max(axis=(1, 2)))
@@ -225,21 +243,24 @@ def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, wh
                         f"{_first_bad(bad, batched)} (extreme eigenvalue {sign * lam.min():.2e})."
                     )
     if spec.mask is not None:
-        outside = np.abs(np.where(spec.mask, 0.0, items)).max(axis=axes) > 0
+        outside = np.where(spec.mask, 0.0, items) != 0
         if outside.any():
             kind = "diagonal (diag=True)" if "diag" in spec.checks else "sparse (sparsity=...)"
             raise ParameterError(
                 f"{what} is declared {kind} but has nonzeros outside its pattern"
-                f"{_first_bad(outside, batched)}; set those entries to zero."
+                f"{_first_violation(outside, items, batched)}; set those entries to zero."
             )
     if {"integer", "boolean"} & set(spec.checks):
-        bad = (items != np.round(items)).any(axis=axes)
+        bad = items != np.round(items)
+        kind = "integer (integer=True)"
         if "boolean" in spec.checks:
-            bad |= ((items != 0) & (items != 1)).any(axis=axes)
+            bad |= (items != 0) & (items != 1)
+            kind = "boolean (boolean=True)"
         if bad.any():
             raise ParameterError(
-                f"{what} is declared integer/boolean but a value is not"
-                f"{_first_bad(bad, batched)}."
+                f"{what} is declared {kind} but a value is not"
+                f"{_first_violation(bad, items, batched)}; pass "
+                f"{'0 or 1' if 'boolean' in spec.checks else 'whole numbers'}."
             )
 
 
@@ -314,6 +335,27 @@ def check_cotangents(
             raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
         result.append(arr if batch.any_batched else arr[None])
     return tuple(result)
+
+
+def as_real_array(specs: Sequence[ParameterSpec], index: int, value: Any) -> FloatArray:
+    """Front-ends: a value that is not one of their tensors (a NumPy array, a
+    number, anything else), read by the core's rules, as float64."""
+    what = _describe(specs[index], index) if index < len(specs) else f"`parameters[{index}]`"
+    return _as_float_array(value, what)
+
+
+def check_tensor_dtype(specs: Sequence[ParameterSpec], index: int, dtype: str, *,
+                       numeric: bool, complex_: bool) -> None:
+    """Front-ends: a tensor argument must hold real numbers (``dtype`` is its
+    dtype's name, for the message)."""
+    what = _describe(specs[index], index) if index < len(specs) else f"`parameters[{index}]`"
+    if complex_:
+        raise ParameterError(
+            f"{what} must be real; got complex dtype {dtype}. conelayers solves "
+            "real-valued problems only."
+        )
+    if not numeric:
+        raise ParameterError(f"{what} must be a real numeric tensor; got dtype {dtype}.")
 
 
 def check_uniform(attribute: str, values: Sequence[tuple[int, str]], advice: str) -> None:

@@ -164,10 +164,6 @@ def _with_entry(value, index, entry):
     return value
 
 
-NOT_A_TENSOR = {"argument": r"`parameters\[0\]`",
-                "expected": r"must be a tensor, a NumPy array or a number",
-                "received": r"got (ndarray|str|list|NoneType)"}
-
 CALLS = [
     # count
     Bad("too few values", lambda v: v[:-1], r"parameter value\(s\)", r"expected 10 ",
@@ -195,20 +191,17 @@ CALLS = [
     Bad("complex", _set(0, lambda a: a * (1 + 1j)), r"`parameters\[0\]`", r"must be real",
         r"got (complex dtype complex128|dtype torch\.complex128)"),
     Bad("strings", _set(0, np.full((3, 2), "a")), r"`parameters\[0\]` \(A,",
-        r"must be a real numeric array", r"got dtype <U1",
-        per_frontend={"torch": NOT_A_TENSOR, "tensorflow": NOT_A_TENSOR}),
+        r"must be a real numeric array", r"got dtype <U1"),
     Bad("None", _set(0, None), r"`parameters\[0\]`", r"real numeric array",
-        r"got dtype object \(NoneType\)", per_frontend={"tensorflow": NOT_A_TENSOR}),
+        r"got dtype object \(NoneType\)"),
     Bad("ragged list", _set(0, [[1.0, 2.0], [1.0], [1.0, 2.0]]), r"`parameters\[0\]`",
-        r"(read as an array|a tensor, a NumPy array or a number)",
-        r"(inhomogeneous|non-rectangular)"),
+        r"could not be read as an array", r"inhomogeneous"),
     Bad("objects", _set(0, np.full((3, 2), object())), r"`parameters\[0\]` \(A,",
-        r"must be a real numeric array", r"got dtype object",
-        per_frontend={"torch": NOT_A_TENSOR, "tensorflow": NOT_A_TENSOR}),
+        r"must be a real numeric array", r"got dtype object"),
     # non-finite values, named by batch item
     Bad("NaN in item 2", _batched_with(0, 2, lambda a: _with_entry(a, (1, 0), np.nan)),
         r"`parameters\[0\]` \(A,", r"pass finite values", r"contains NaN or inf "
-        r"\(batch item 2\)"),
+        r"\(batch item 2, got nan at index \(1, 0\)\)"),
     Bad("inf", _set(1, lambda a: _with_entry(a, 0, np.inf)), r"`parameters\[1\]` \(b,",
         r"pass finite values", r"contains NaN or inf"),
     Bad("-inf", _set(2, np.array(-np.inf)), r"`parameters\[2\]` \(r,", r"pass finite values",
@@ -219,7 +212,7 @@ CALLS = [
         r"a value violates it"),
     Bad("nonneg violated in item 3", _batched_with(1, 3, lambda a: _with_entry(a, 2, -1e-3)),
         r"`parameters\[1\]` \(b,", r"declared nonnegative \(nonneg=True\)",
-        r"a value violates it \(batch item 3\)"),
+        r"a value violates it \(batch item 3, got -0\.001 at index \(2,\)\)"),
     Bad("pos violated by 0", _set(2, np.array(0.0)), r"`parameters\[2\]` \(r,",
         r"declared positive \(pos=True\)", r"a value violates it"),
     Bad("nonpos violated", _set(3, np.array([0.5, -1.0])), r"`parameters\[3\]` \(lo,",
@@ -287,18 +280,9 @@ def _check_message(message: str, argument: str, expected: str, received: str) ->
             f"the message does not say the {what} ({pattern!r}):\n{message}")
 
 
-# Front-end defects with their own regression test below; the catalogue entry
-# would only repeat it.
-KNOWN = {("complex", "tensorflow"): "test_tensorflow_complex_regression_rejected",
-         ("strings", "tensorflow"): "test_tensorflow_string_regression_parameter_error",
-         ("None", "torch"): "test_torch_none_regression_named_as_none"}
-
-
 @pytest.mark.parametrize("frontend", FRONTENDS)
 @pytest.mark.parametrize("bad", CALLS, ids=[b.name for b in CALLS])
 def test_bad_call_is_rejected_before_any_solve(bad, frontend):
-    if (bad.name, frontend) in KNOWN:
-        pytest.skip(f"known defect, pinned by {KNOWN[bad.name, frontend]}")
     call = _call(frontend, bad)
     with pytest.raises(ParameterError) as info:
         call()
@@ -440,16 +424,9 @@ def test_bad_construction_is_rejected(bad, frontend):
     _check_message(str(info.value), bad.argument, bad.expected, bad.received)
 
 
-# -- defects -------------------------------------------------------------------------------
+# -- regressions: defects this catalogue found, each fixed -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The message does not say what was received: for a violated sign or integer "
-    "attribute it reads 'is declared nonnegative (nonneg=True) but a value violates "
-    "it' (likewise pos, nonpos, neg, integer), and for a repeated parameter "
-    "'`parameters` lists the same parameter more than once', without the offending "
-    "value (e.g. 'got -1.0 at index (1,)') or the parameter's name. "
-    "_validate._check_item_values and _canonicalize._check_arguments."))
 @pytest.mark.parametrize(("index", "value", "shown"), [
     (1, np.array([1.0, -1.0, 1.0]), r"-1\.0"),
     (2, np.array(0.0), r"got 0\.0"),
@@ -458,6 +435,8 @@ def test_bad_construction_is_rejected(bad, frontend):
     (9, np.array(1.5), r"1\.5"),
 ], ids=["nonneg", "pos", "nonpos", "neg", "integer"])
 def test_attribute_message_regression_received_value(index, value, shown):
+    """A violated sign/integer attribute used to say only 'a value violates it';
+    the message now shows the offending value and its index."""
     s = setup()
     values = list(s.good)
     values[index] = value
@@ -465,66 +444,57 @@ def test_attribute_message_regression_received_value(index, value, shown):
         CvxpyLayer(s.problem, s.parameters, s.variables).solve(*values)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`CvxpyLayer(problem, parameters, variables, solver=3)` raises AttributeError "
-    "('int' object has no attribute 'upper') instead of ParameterError: "
-    "_layer.CvxpyLayer.__init__ passes the name to _engine.Engine.solver, which calls "
-    "name.upper() before _solvers.get_solver gets to check that it is a string."))
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_solver_type_regression_parameter_error(frontend):
+    """`solver=3` escaped as AttributeError ('int' object has no attribute
+    'upper') from the engine's solver cache."""
     s = setup()
     with pytest.raises(ParameterError, match=r"`solver` must be a solver name"):
         layer_class(frontend)(s.problem, s.parameters, s.variables, solver=3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The duplicate-parameter message does not name the parameter listed twice "
-    "(_canonicalize._check_arguments: '`parameters` lists the same parameter more "
-    "than once.')."))
 def test_duplicate_parameter_message_regression_names_it():
+    """The message did not say which parameter was listed twice, nor where."""
     s = setup()
-    with pytest.raises(ParameterError, match=r"more than once.*\bA\b"):
+    with pytest.raises(ParameterError, match=r"more than once: `parameters\[0\]` and "
+                       r"`parameters\[10\]` are both A\b"):
         CvxpyLayer(s.problem, [*s.parameters, s.parameters[0]], s.variables)
 
 
 @pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
-@pytest.mark.xfail(strict=True, reason=(
-    "The TensorFlow front-end accepts a complex tensor and silently drops its "
-    "imaginary part: tensorflow/_layer._as_tensors only collects *floating* tensors "
-    "for the dtype check and then applies tf.cast(value, float64), which discards "
-    "the imaginary part (the core and the torch front-end raise 'must be real')."))
 def test_tensorflow_complex_regression_rejected():
+    """A complex tensor was cast to float64, silently dropping its imaginary part."""
     import tensorflow as tf
 
     s = setup()
     layer = layer_class("tensorflow")(s.problem, s.parameters, s.variables)
     values = [tf.constant(v) for v in s.good]
     values[0] = tf.constant(s.good[0] * (1 + 1j))
-    with pytest.raises(ParameterError, match=r"`parameters\[0\]`.*must be real"):
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(A, .*must be real; got "
+                       r"complex dtype complex128"):
         layer(*values)
 
 
 @pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
-@pytest.mark.xfail(strict=True, reason=(
-    "A string passed to the TensorFlow front-end escapes as TensorFlow's own "
-    "UnimplementedError ('Cast string to double is not supported'), not a "
-    "ParameterError naming the argument: tf.convert_to_tensor('ab') succeeds and "
-    "tensorflow/_layer._as_tensors catches only TypeError/ValueError around the cast."))
 def test_tensorflow_string_regression_parameter_error():
+    """A string escaped as TensorFlow's own UnimplementedError ('Cast string to
+    double is not supported'); a string tensor is rejected the same way."""
+    import tensorflow as tf
+
     s = setup()
     layer = layer_class("tensorflow")(s.problem, s.parameters, s.variables)
-    with pytest.raises(ParameterError, match=r"`parameters\[0\]`"):
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(A, .*must be a real numeric "
+                       r"array; got dtype <U2 \(str\)"):
         layer("ab", *s.good[1:])
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(A, .*must be a real numeric "
+                       r"tensor; got dtype string"):
+        layer(tf.constant([["a", "b"]] * 3), *s.good[1:])
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
-@pytest.mark.xfail(strict=True, reason=(
-    "The torch front-end turns None into NaN: torch/_layer._as_tensors converts "
-    "non-tensors with np.asarray(p, dtype=float64), and np.asarray(None, float64) is "
-    "nan, so None for a matrix parameter is reported as 'got shape ()' and None for a "
-    "scalar one as 'contains NaN or inf'; the core says 'got dtype object "
-    "(NoneType)'."))
 def test_torch_none_regression_named_as_none():
+    """None became NaN (np.asarray(None, float64)) and was reported as a wrong
+    shape or a NaN; the front-ends now read non-tensors by the core's rules."""
     s = setup()
     layer = layer_class("torch")(s.problem, s.parameters, s.variables)
     with pytest.raises(ParameterError, match=r"`parameters\[2\]`.*NoneType"):

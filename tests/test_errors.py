@@ -162,7 +162,7 @@ def test_nonfinite_values_name_the_item(setup, bad):
     A = np.ones((3, 3, 2))
     A[2, 1, 0] = bad
     with pytest.raises(ParameterError, match=r"`parameters\[0\]` .* contains NaN or inf "
-                       r"\(batch item 2\)"):
+                       rf"\(batch item 2, got {float(bad)!r} at index \(1, 0\)\)"):
         layer(A, np.ones(3))
 
 

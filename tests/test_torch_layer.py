@@ -316,7 +316,11 @@ def test_errors_users_already_catch():
      r"`parameters\[0\]` .* contains NaN or inf"),
     ((torch.zeros(0, 5), torch.ones(2, 5), torch.zeros(2)), r"has an empty batch"),
     (("abc", torch.ones(2, 5), torch.zeros(2)),
-     r"`parameters\[0\]` must be a tensor, a NumPy array or a number; got str"),
+     r"`parameters\[0\]` \(param\d+, shape \(5,\)\) must be a real numeric array; got dtype "
+     r"<U3 \(str\)"),
+    ((torch.zeros(5, dtype=torch.complex128), torch.ones(2, 5), torch.zeros(2)),
+     r"`parameters\[0\]` \(param\d+, shape \(5,\)\) must be real; got complex dtype "
+     r"complex128"),
 ])
 def test_bad_input_is_rejected_before_any_solve(args, message):
     case = CASES["affine_projection"]()

@@ -11,7 +11,8 @@ from .clarabel import ClarabelSolver
 from .ecos import ECOSSolver
 from .scs import SCSSolver
 
-__all__ = ["SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "get_solver"]
+__all__ = ["SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "check_solver_name",
+           "get_solver"]
 
 SOLVERS: dict[str, type[AbstractSolver]] = {
     cls.name.upper(): cls for cls in (ClarabelSolver, SCSSolver, ECOSSolver)
@@ -23,17 +24,25 @@ def available_solvers() -> list[str]:
     return [cls.name for cls in SOLVERS.values() if cls.is_installed()]
 
 
+def check_solver_name(name: object) -> str:
+    """``name`` itself if it is a string; ``ParameterError`` naming `solver` if not."""
+    if not isinstance(name, str):
+        from .._errors import ParameterError
+
+        names = ", ".join(c.name for c in SOLVERS.values())
+        raise ParameterError(
+            f"`solver` must be a solver name (one of {names}); got {type(name).__name__} "
+            f"{name!r}."
+        )
+    return name
+
+
 def get_solver(name: str) -> AbstractSolver:
     """The adapter for ``name`` (case-insensitive); ``ParameterError`` if unknown."""
     from .._errors import ParameterError
 
     names = ", ".join(c.name for c in SOLVERS.values())
-    if not isinstance(name, str):
-        raise ParameterError(
-            f"`solver` must be a solver name (one of {names}); got {type(name).__name__} "
-            f"{name!r}."
-        )
-    cls = SOLVERS.get(name.upper())
+    cls = SOLVERS.get(check_solver_name(name).upper())
     if cls is None:
         raise ParameterError(
             f"`solver` {name!r} is not a solver conelayers knows; choose one of {names}."

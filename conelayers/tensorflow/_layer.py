@@ -30,7 +30,8 @@ import tensorflow as tf
 from .. import _layer as core
 from .._errors import ParameterError
 from .._solve import Solution
-from .._validate import check_shapes, check_uniform
+from .._program import ParameterSpec
+from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
 
 __all__ = ["CvxpyLayer", "KerasCvxpyLayer"]
 
@@ -64,7 +65,7 @@ class CvxpyLayer:
     @tf.autograph.experimental.do_not_convert  # plain Python: errors stay ours
     def __call__(self, *params: Any, solver_args: Mapping[str, Any] | None = None,
                  throw: bool | None = None, return_status: bool = False) -> tuple[Any, ...]:
-        tensors, dtype = _as_tensors(params)
+        tensors, dtype = _as_tensors(self.layer.program.parameters, params)
         # What can be judged before running (count, static shapes, batch sizes) is
         # judged now, so that even inside tf.function it raises ParameterError.
         check_shapes(self.layer.program.parameters,
@@ -193,8 +194,25 @@ def _static_output_shapes(program, tensors) -> list[tf.TensorShape]:
     return [tf.TensorShape([*lead, *out.shape]) for out in program.outputs]
 
 
-def _as_tensors(params: Sequence[Any]) -> tuple[list[tf.Tensor], tf.DType]:
-    """Parameters as tensors of one floating dtype (mixed floating dtypes: error)."""
+def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
+                ) -> tuple[list[tf.Tensor], tf.DType]:
+    """Parameters as tensors of one floating dtype.
+
+    Raises ``ParameterError`` for mixed floating dtypes, complex or non-numeric
+    tensors, and values the core cannot read as real arrays (its rules and
+    messages: ``None``, strings, ...).
+    """
+    converted = []
+    for i, p in enumerate(params):
+        if isinstance(p, (tf.Tensor, tf.Variable)):
+            check_tensor_dtype(specs, i, p.dtype.name, complex_=p.dtype.is_complex,
+                               numeric=p.dtype.is_floating or p.dtype.is_integer
+                               or p.dtype.is_bool)
+            # A variable is read into a tensor: the solve is a function of its
+            # value (tf.custom_gradient would otherwise ask for its gradient).
+            converted.append(tf.convert_to_tensor(p))
+        else:
+            converted.append(tf.convert_to_tensor(as_real_array(specs, i, p)))
     given = [(i, p.dtype) for i, p in enumerate(params)
              if isinstance(p, (tf.Tensor, tf.Variable)) and p.dtype.is_floating]
     check_uniform("dtype", [(i, d.name) for i, d in given],
@@ -205,15 +223,7 @@ def _as_tensors(params: Sequence[Any]) -> tuple[list[tf.Tensor], tf.DType]:
             f"parameter tensors must be float32 or float64; got {dtype.name}. Cast them "
             "with `tf.cast`."
         )
-    tensors = []
-    for i, p in enumerate(params):
-        try:
-            tensors.append(tf.cast(tf.convert_to_tensor(p), dtype))
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(
-                f"`parameters[{i}]` must be a tensor, a NumPy array or a number; got "
-                f"{type(p).__name__} ({exc})."
-            ) from exc
+    tensors = [tf.cast(t, dtype) for t in converted]
     return tensors, dtype
 
 

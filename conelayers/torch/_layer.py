@@ -18,7 +18,8 @@ import torch
 from .. import _layer as core
 from .._errors import ParameterError
 from .._solve import Solution
-from .._validate import check_uniform
+from .._program import ParameterSpec
+from .._validate import as_real_array, check_tensor_dtype, check_uniform
 
 __all__ = ["CvxpyLayer"]
 
@@ -68,7 +69,7 @@ class CvxpyLayer(torch.nn.Module):
         ``status`` is a tuple of :class:`conelayers.Status`, one per item;
         with ``throw=False`` failed items are NaN and contribute no gradient.
         """
-        tensors, dtype, device = _as_tensors(params)
+        tensors, dtype, device = _as_tensors(self.layer.program.parameters, params)
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         if torch.is_grad_enabled():
             outputs = _Solve.apply(call, *tensors)
@@ -154,24 +155,22 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def _as_tensors(params: Sequence[Any]) -> tuple[list[torch.Tensor], torch.dtype, torch.device]:
+def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
+                ) -> tuple[list[torch.Tensor], torch.dtype, torch.device]:
     """Parameters as tensors, with the common floating dtype and device.
 
     Raises ``ParameterError`` for mixed dtypes or devices (which would make the
-    outputs' dtype or device ambiguous) and for values torch cannot convert.
+    outputs' dtype or device ambiguous), complex tensors, and values the core
+    cannot read as real arrays (its rules and messages: ``None``, strings, ...).
     """
     tensors: list[torch.Tensor] = []
     for i, p in enumerate(params):
         if isinstance(p, torch.Tensor):
+            check_tensor_dtype(specs, i, str(p.dtype).removeprefix("torch."), numeric=True,
+                               complex_=p.is_complex())
             tensors.append(p)
-            continue
-        try:
-            tensors.append(torch.as_tensor(np.asarray(p, dtype=np.float64)))
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(
-                f"`parameters[{i}]` must be a tensor, a NumPy array or a number; got "
-                f"{type(p).__name__} ({exc})."
-            ) from exc
+        else:
+            tensors.append(torch.as_tensor(as_real_array(specs, i, p)))
     given = [(i, t) for i, t in enumerate(tensors) if isinstance(params[i], torch.Tensor)]
     floating = [(i, t) for i, t in given if t.is_floating_point()]
     check_uniform("dtype", [(i, str(t.dtype).removeprefix("torch.")) for i, t in floating],
@@ -180,9 +179,6 @@ def _as_tensors(params: Sequence[Any]) -> tuple[list[torch.Tensor], torch.dtype,
                   "Move them to one device with `.to(device)`.")
     dtype = floating[0][1].dtype if floating else torch.get_default_dtype()
     device = given[0][1].device if given else torch.device("cpu")
-    for i, t in given:
-        if t.is_complex():
-            raise ParameterError(f"`parameters[{i}]` must be real; got dtype {t.dtype}.")
     return tensors, dtype, device
 
 
