@@ -76,6 +76,17 @@ class DyingExecutor(Executor):
         return self.inner.submit(fn, *args, **kwargs)
 
 
+class CountingExecutor(Executor):
+    """A pass-through that counts the tasks it was given."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner, self.tasks = inner, 0
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        self.tasks += 1
+        return self.inner.submit(fn, *args, **kwargs)
+
+
 def test_a_worker_that_dies_names_the_items_it_held(rng):
     layer, values = failing_batch()
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as inner:
@@ -105,6 +116,34 @@ def test_front_ends_use_the_executor(pool, rng):
     (g_here,) = torch.autograd.grad(x_here[:, 0].sum(), z)
     (g_there,) = torch.autograd.grad(x_there[:, 0].sum(), z)
     torch.testing.assert_close(g_here, g_there, atol=1e-10, rtol=0)
+
+
+def test_tensorflow_front_end_uses_the_executor(pool, rng):
+    """Eagerly and inside tf.function, per call and from construction."""
+    tf = pytest.importorskip("tensorflow")
+    from conelayers.tensorflow import CvxpyLayer as TFLayer
+
+    case = CASES["sparsemax"]()
+    here = TFLayer(case.problem, case.parameters, case.variables)
+    z = tf.Variable(case.sample_batch(rng, 4)[0])
+
+    def value_and_grad(layer, **kwargs):
+        with tf.GradientTape() as tape:
+            (x,) = layer(z, **kwargs)
+            loss = tf.reduce_sum(x[:, 0])
+        return x, tape.gradient(loss, z)
+
+    x_ref, g_ref = value_and_grad(here)
+    per_call, at_construction = CountingExecutor(pool), CountingExecutor(pool)
+    there = TFLayer(case.problem, case.parameters, case.variables, executor=at_construction,
+                    chunk_size=2)
+    for x, g in (value_and_grad(there), value_and_grad(here, executor=per_call),
+                 tf.function(lambda: value_and_grad(there))()):
+        np.testing.assert_allclose(x.numpy(), x_ref.numpy(), atol=1e-12, rtol=0)
+        np.testing.assert_allclose(g.numpy(), g_ref.numpy(), atol=1e-10, rtol=0)
+    # 2 chunks forward + 2 backward per call (chunk_size 2, B = 4); the per-call
+    # executor gets B/16 rounded up = 1 item a chunk: 4 forward + 4 backward
+    assert at_construction.tasks >= 8 and per_call.tasks >= 8
 
 
 def test_dask_local_cluster(rng):

@@ -21,6 +21,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -64,22 +65,25 @@ class CvxpyLayer:
 
     @tf.autograph.experimental.do_not_convert  # plain Python: errors stay ours
     def __call__(self, *params: Any, solver_args: Mapping[str, Any] | None = None,
-                 throw: bool | None = None, return_status: bool = False) -> tuple[Any, ...]:
+                 throw: bool | None = None, return_status: bool = False,
+                 executor: Any = None) -> tuple[Any, ...]:
         tensors, dtype = _as_tensors(self.layer.program.parameters, params)
         # What can be judged before running (count, static shapes, batch sizes) is
         # judged now, so that even inside tf.function it raises ParameterError.
         check_shapes(self.layer.program.parameters,
                      [None if t.shape.rank is None else tuple(t.shape) for t in tensors])
-        outputs, status = _differentiable_solve(self, tensors, dtype, solver_args, throw)
+        call = _CallOptions(solver_args, throw, executor)
+        outputs, status = _differentiable_solve(self, tensors, dtype, call)
         return (*outputs, status) if return_status else tuple(outputs)
 
     # -- NumPy callbacks (run at execution time, eagerly or inside a graph) ----
 
-    def _solve(self, arrays, solver_args, throw) -> Solution:
-        return self.layer.solve(*arrays, solver_args=solver_args, throw=throw)
+    def _solve(self, arrays, call: _CallOptions, throw: bool | None) -> Solution:
+        return self.layer.solve(*arrays, solver_args=call.solver_args, throw=throw,
+                                executor=call.executor)
 
-    def _forward_np(self, dtype, solver_args, throw, *arrays):
-        solution = self._solve(arrays, solver_args, throw)
+    def _forward_np(self, dtype, call, *arrays):
+        solution = self._solve(arrays, call, call.throw)
         with self._lock:
             key = next(self._keys)
             self._pending[key] = solution
@@ -88,20 +92,20 @@ class CvxpyLayer:
         status = np.array([s.name for s in solution.status], dtype=object)
         return (np.int64(key), *[np.asarray(v, dtype=dtype) for v in solution.values], status)
 
-    def _solution(self, key, arrays, solver_args, throw) -> Solution:
+    def _solution(self, key, arrays, call) -> Solution:
         with self._lock:
             solution = self._pending.pop(int(key), None)
-        return solution if solution is not None else self._solve(arrays, solver_args, False)
+        return solution if solution is not None else self._solve(arrays, call, False)
 
-    def _adjoint_np(self, dtype, n_params, solver_args, throw, key, *args):
+    def _adjoint_np(self, dtype, n_params, call, key, *args):
         arrays, douts = args[:n_params], args[n_params:]
-        grads = self._solution(key, arrays, solver_args, throw).adjoint(*douts)
+        grads = self._solution(key, arrays, call).adjoint(*douts)
         return [np.asarray(g, dtype=dtype) for g in grads]
 
-    def _derivative_np(self, dtype, n_params, solver_args, throw, *args):
+    def _derivative_np(self, dtype, n_params, call, *args):
 
         arrays, dparams = args[:n_params], args[n_params:]
-        douts = self._solve(arrays, solver_args, False).derivative(*dparams)
+        douts = self._solve(arrays, call, False).derivative(*dparams)
         return [np.asarray(d, dtype=dtype) for d in douts]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -117,7 +121,16 @@ class CvxpyLayer:
         return f"conelayers.tensorflow.{self.layer!r}"
 
 
-def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, solver_args, throw):
+@dataclass(frozen=True)
+class _CallOptions:
+    """One call's options, carried to the NumPy callbacks."""
+
+    solver_args: Mapping[str, Any] | None
+    throw: bool | None
+    executor: Any
+
+
+def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions):
     program = layer.layer.program
     np_dtype = dtype.as_numpy_dtype
     n_params = len(tensors)
@@ -127,7 +140,7 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, solver_args, throw)
     @tf.custom_gradient
     def solve(*xs):
         key, *outs, status = tf.numpy_function(
-            lambda *a: layer._forward_np(np_dtype, solver_args, throw, *a), list(xs),
+            lambda *a: layer._forward_np(np_dtype, call, *a), list(xs),
             [tf.int64] + [dtype] * len(program.outputs) + [tf.string], stateful=True)
         for out, shape in zip(outs, out_shapes, strict=True):
             out.set_shape(shape)
@@ -138,7 +151,7 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, solver_args, throw)
         def grad(*douts):
             douts = [tf.zeros_like(o) if d is None else tf.cast(d, dtype)
                      for o, d in zip(outs, douts, strict=True)]
-            return _vjp(layer, key, xs, douts, dtype, n_params, solver_args, throw)
+            return _vjp(layer, key, xs, douts, dtype, n_params, call)
 
         return outs, grad
 
@@ -146,13 +159,13 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, solver_args, throw)
     return outputs, status_box[0]
 
 
-def _vjp(layer, key, xs, douts, dtype, n_params, solver_args, throw):
+def _vjp(layer, key, xs, douts, dtype, n_params, call):
     np_dtype = dtype.as_numpy_dtype
 
     @tf.custom_gradient
     def vjp(*cotangents):
         grads = _as_list(tf.numpy_function(
-            lambda *a: layer._adjoint_np(np_dtype, n_params, solver_args, throw, *a),
+            lambda *a: layer._adjoint_np(np_dtype, n_params, call, *a),
             [key, *xs, *cotangents], [dtype] * n_params, stateful=True))
         for g, x in zip(grads, xs, strict=True):
             g.set_shape(x.shape)
@@ -161,7 +174,7 @@ def _vjp(layer, key, xs, douts, dtype, n_params, solver_args, throw):
             tangents = [tf.zeros_like(x) if t is None else t for x, t in zip(xs, tangents,
                                                                               strict=True)]
             douts = _as_list(tf.numpy_function(
-                lambda *a: layer._derivative_np(np_dtype, n_params, solver_args, throw, *a),
+                lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
                 [*xs, *tangents], [dtype] * len(cotangents), stateful=True))
             for d, c in zip(douts, cotangents, strict=True):
                 d.set_shape(c.shape)
@@ -237,11 +250,13 @@ class KerasCvxpyLayer(keras.layers.Layer):
 
     def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any], *,
                  gp: bool = False, solver: str | None = None,
-                 solver_args: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+                 solver_args: Mapping[str, Any] | None = None, throw: bool = True,
+                 executor: Any = None, chunk_size: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.cvxpy_layer = CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
-                                      solver_args=solver_args)
+                                      solver_args=solver_args, throw=throw, executor=executor,
+                                      chunk_size=chunk_size)
 
     def call(self, inputs: Any) -> Any:
         params = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
