@@ -45,8 +45,11 @@ conic problems", 2019). The same K gives Newton's method on N: solve
 K [dz; λ] = [−N(z); 0], set z ← (z + dz)/w₊. Interior-point solvers stop with
 x accurate only to about √gap on problems whose quadratic terms became cones
 (3e-5 at Clarabel's defaults on a 2-variable QP); two or three Newton steps
-reach ~1e-15 at a regular point, and the last factorization is the one the
-derivative uses. A step is kept only if it reduces ‖N‖.
+reach ~1e-15 at a regular point. A step is kept only if it at least halves
+the relative residual (dual, primal and gap residuals each against its own
+scale); where the full Newton step falls short because the iterate's active
+set is wrong, refinement pivots across the first boundary on the Newton ray
+(see ``refine`` and ``_step``).
 
 diffcp's own solvers of the derivative equations (``lsqr``, ``lsmr``,
 ``dense``) stay selectable as ``mode``; they share everything but the solve.
@@ -304,52 +307,160 @@ def refine(
     """Newton refinement of a solution; returns the linearization at the result.
 
     Its ``x, y, s`` are the refined solution and ``residual`` its N(z). It is
-    factored only if a derivative asks for it later.
+    factored only if a derivative asks for it later. ``max_steps`` bounds the
+    factorizations of K.
+
+    A step is kept only in Newton's regime: when it at least halves the
+    relative residual (``_DECISIVE``; at a regular point Newton's steps do far
+    better, the error squares). The relative residual is a poor guide further
+    out: it is the largest of three blocks, and a step can lower it while making
+    the answer worse (at |b| = 1e9, 0.32 → 0.25 while x₂ went from the right
+    +1e9 to −1e9). A step that falls short is not damped or line-searched: N
+    is piecewise smooth, with a piece per active set, and from an iterate whose
+    active set is wrong the residual *rises* along the Newton ray past the
+    piece's boundary and falls again inside the right piece; backtracking
+    only finds the tiny steps that stay in the wrong piece (measured: a factor
+    0.999 per step on SCS's answer to an LP). Instead, two other steps are
+    tried, under the same test (see ``_step``).
     """
-    lin = Linearization.at(structure, A, b, c, x, y - s, index)
-    if max_steps <= 0:
-        return lin
-    for _ in range(max_steps):
-        if lin.relative_residual <= _REFINED:
-            break
+    lin = _start(structure, A, b, c, x, y, s, index)
+    steps = 0
+    while steps < max_steps and lin.relative_residual > _REFINED:
         lin.factor()
-        assert lin.lu is not None and lin.K is not None
-        trial = _newton_step(structure, lin, least_squares=lin.lu.singular, index=index)
-        if trial is None and not lin.lu.singular and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
-            # K is (numerically) singular, typically because CVXPY's auxiliary
-            # variables are not unique; a minimum-norm step still converges on
-            # the determined components.
-            trial = _newton_step(structure, lin, least_squares=True, index=index)
+        steps += 1
+        trial, extra = _step(structure, lin, budget=max_steps - steps, index=index)
         if trial is None:
             break
-        progress = trial.relative_residual / lin.relative_residual
+        steps += extra
         lin = trial
-        if progress > 0.5:  # no longer converging fast: stop at this better point
-            break
     # The factorization at the returned point is left to the first derivative
     # request (Linearization.factor is idempotent): a forward-only call pays
     # for the Newton steps only.
     return lin
 
 
-def _newton_step(structure: Structure, lin: Linearization, *, least_squares: bool,
-                 index: int) -> Linearization | None:
-    """One Newton step on N from ``lin``; None unless it reduces ‖N‖."""
-    n = lin.x.size
+def _start(structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
+           y: FloatArray, s: FloatArray, index: int) -> Linearization:
+    """The linearization at the solver's answer, z = (x, v, 1) with v = y − s.
+
+    The embedding needs y and s complementary (yᵀs = 0, so that
+    Π_{K*}(y − s) = y); an interior-point answer is not: yᵢsᵢ = μ > 0 on every
+    row. Then on a row of the nonnegative cone y − s keeps whichever of yᵢ, sᵢ
+    is larger in absolute terms, and on badly scaled data that is the wrong
+    one: at |b| = 1e9 (box LP, Clarabel) an active row had sᵢ = 0.52 (zero at
+    the primal scale 1e9) against yᵢ = 0.5, so v = y − s made it inactive,
+    and the relative residual of a right answer was 0.32 instead of 6e-10.
+    So each of yᵢ and sᵢ is also measured against its own scale (the dual
+    and primal scales of the residual, σ_d and σ_p): v'ᵢ = yᵢ/σ_d − sᵢ/σ_p,
+    and the complementary pair σ_d·max(v'ᵢ, 0), σ_p·max(−v'ᵢ, 0) gives vᵢ.
+    Where that changes the sign of some vᵢ, the two starting points are
+    compared and the one with the smaller relative residual is used;
+    elsewhere (always when y and s are complementary, as SCS's are) v = y − s.
+    (Other cones keep y − s: their pieces are not a sign per row.)
+    """
+    v = y - s
+    plain = Linearization.at(structure, A, b, c, x, v, index)
+    rows = structure.dproj.nonneg
+    sigma_d, sigma_p = plain.scales[0], plain.scales[1]
+    scaled = y[rows] / sigma_d - s[rows] / sigma_p
+    if np.array_equal(scaled > 0, v[rows] > 0):
+        return plain
+    v = v.copy()
+    v[rows] = sigma_d * np.maximum(scaled, 0.0) - sigma_p * np.maximum(-scaled, 0.0)
+    balanced = Linearization.at(structure, A, b, c, x, v, index)
+    return balanced if balanced.relative_residual < plain.relative_residual else plain
+
+
+# A step is kept when it lowers the relative residual at least by this factor.
+_DECISIVE = 0.5
+# Relative residual below which a Newton step that falls short is rounding in
+# N itself (measured floors: 1e-16 to 7e-15), not a wrong model: no other step
+# is tried there (the least-squares one costs an SVD of K).
+_ROUNDING = 1e-13
+
+
+def _step(structure: Structure, lin: Linearization, *, budget: int,
+          index: int) -> tuple[Linearization | None, int]:
+    """One refinement step from ``lin`` (factored): the point it reaches, or
+    None where no step reduces the residual decisively, and the number of
+    extra factorizations it used (at most ``budget``).
+
+    1. The Newton step, K [dz; λ] = [−N(z); 0] by LU (least squares where K is
+       exactly singular).
+    2. Where the full Newton step leaves the current piece of N (some row of
+       the nonnegative cone changes sign in v) and falls short: the active set
+       is wrong (SCS's 1e-4 answer to an LP with three active rows and a
+       fourth active to 1.4e-4 had all four active, y₄ = 0.03; K there has
+       condition 2.4e7, at the solution 191). Crossing the first boundary on the
+       Newton ray changes the active set by one row, as a simplex pivot does:
+       the step is taken to the middle of the next piece on the ray and one
+       Newton step from there. The pair is kept if that Newton step is
+       decisive (it was: 2.7e-5 → 1.5e-16 in one step).
+    3. The minimum-norm least-squares step, singular values below the point's
+       accuracy dropped (K is numerically singular, typically because
+       CVXPY's auxiliary variables are not unique; a minimum-norm step still
+       converges on the determined components).
+    """
+    assert lin.lu is not None and lin.K is not None
+    target = _DECISIVE * lin.relative_residual
+    dz = _newton_direction(lin, least_squares=lin.lu.singular)
+    trial = _point(structure, lin, lin.z + dz, index)
+    if trial is not None and trial.relative_residual <= target:
+        return trial, 0
+    if lin.relative_residual <= _ROUNDING:
+        return None, 0
+    if budget >= 1:
+        across = _across_boundary(structure, lin, dz, index)
+        if across is not None:
+            across.factor()
+            assert across.lu is not None
+            step = _newton_direction(across, least_squares=across.lu.singular)
+            pivoted = _point(structure, across, across.z + step, index)
+            if pivoted is not None and pivoted.relative_residual <= target:
+                return pivoted, 1
+    if not lin.lu.singular and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
+        dz = _newton_direction(lin, least_squares=True)
+        trial = _point(structure, lin, lin.z + dz, index)
+        if trial is not None and trial.relative_residual <= target:
+            return trial, 0
+    return None, 0
+
+
+def _newton_direction(lin: Linearization, *, least_squares: bool) -> FloatArray:
+    """dz with K [dz; λ] = [−N(z); 0] (LU, or minimum-norm least squares)."""
     assert lin.lu is not None and lin.K is not None
     N = lin.z.size
     full = np.zeros(lin.K.shape[0])
-    full[:N] = -lin.residual
-    dz = (lin._lstsq(full, transpose=False) if least_squares else lin.lu.solve(full))[:N]
-    z_new = lin.z + dz
+    full[:N] = -lin.residual  # the border row and the SOC unknowns' rows are zero
+    return (lin._lstsq(full, transpose=False) if least_squares else lin.lu.solve(full))[:N]
+
+
+def _point(structure: Structure, lin: Linearization, z_new: FloatArray,
+           index: int) -> Linearization | None:
+    """The linearization at z_new / w (N is positively homogeneous: the
+    embedding's solutions are rays, normalized to w = 1); None unless finite
+    with w > 0."""
     if not (np.isfinite(z_new).all() and z_new[-1] > 0):
         return None
-    z_new /= z_new[-1]
-    trial = Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
-    # Scale-aware acceptance: a step that lowers the absolute ‖N‖ by trading a
-    # huge primal residual for a modest dual one (e.g. y → 0 far from the
-    # optimum, on badly scaled data) does not lower the relative residual.
-    return trial if trial.relative_residual < lin.relative_residual else None
+    z_new = z_new / z_new[-1]
+    n = lin.x.size
+    return Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
+
+
+def _across_boundary(structure: Structure, lin: Linearization, dz: FloatArray,
+                     index: int) -> Linearization | None:
+    """The point in the middle of the next piece of N along the Newton ray
+    z + t·dz, across the first sign change of a nonnegative-cone entry of v
+    (one row entering or leaving the active set); None if the full step
+    changes no sign there."""
+    rows = lin.x.size + structure.dproj.nonneg
+    v, dv = lin.z[rows], dz[rows]
+    flips = v * (v + dv) < 0  # vᵢ + t·dvᵢ changes sign for some t in (0, 1)
+    if not flips.any():
+        return None
+    t = np.sort(-v[flips] / dv[flips])
+    t_next = t[1] if t.size > 1 else 1.0
+    return _point(structure, lin, lin.z + 0.5 * (t[0] + t_next) * dz, index)
 
 
 @dataclass(eq=False)

@@ -407,24 +407,22 @@ def test_limited_item_rescued_by_refinement_is_exact():
     np.testing.assert_allclose(sol.values[0], [-R, R], rtol=1e-12)
 
 
-@pytest.mark.parametrize("R", [
-    1e8,
-    pytest.param(1e9, marks=pytest.mark.xfail(strict=True, reason=(
-        "Refinement still makes a correct answer wrong at |b| = 1e9. Clarabel's raw "
-        "answer to min x₁ − x₂/2 s.t. |x| ≤ 1e9 is right (x ≈ (−1e9, 1e9), status "
-        "Solved) but its dual is ~0, so the relative residual is 0.32; a Newton step "
-        "lowers it to 0.25 and is kept (_diff.refine keeps any step that lowers "
-        "relative_residual), while it moves x₂ from +1e9 to −1e9: the item stays "
-        "`optimal` with objective −0.5e9 instead of −1.5e9. Steps from a point that "
-        "far from convergence are not Newton's regime; they should be kept only if "
-        "they reduce the residual decisively, and never at the price of a worse "
-        "primal objective at primal feasibility."))),
-])
+@pytest.mark.parametrize("R", [1e8, 1e9])
 def test_refine_regression_large_scale_lp(R):
-    """Refinement never makes the solver's right answer wrong. (Fixed at 1e8:
-    the acceptance test compared the *absolute* ‖N(z)‖∞, and a step to the
-    spurious point y = 0, cᵀx = 0, with ‖N‖∞ = ‖c‖∞ = 1, beat the raw point's
-    1.5e8: x became (2e7, 4e7).)"""
+    """Refinement never makes the solver's right answer wrong.
+
+    1e8: the acceptance test compared the *absolute* ‖N(z)‖∞, and a step to
+    the spurious point y = 0, cᵀx = 0, with ‖N‖∞ = ‖c‖∞ = 1, beat the raw
+    point's 1.5e8: x became (2e7, 4e7). Fixed by the relative residual.
+
+    1e9: Clarabel's answer is right, but on an active row sᵢ = 0.52 (zero at
+    the primal scale 1e9) exceeded yᵢ = 0.5, so the embedding's v = y − s
+    made the row inactive: the right answer measured 0.32, and a Newton step
+    from that wrong piece (K's condition 6e19) lowering it to 0.25 was kept
+    while moving x₂ from +1e9 to −1e9. Fixed in _diff: v is formed with y
+    and s each against its own scale (the raw answer then measures 6e-10 and
+    one step reaches 8e-17), and a step is kept only if it at least halves
+    the relative residual."""
     layer = CvxpyLayer(*_box_lp())
     c = np.array([1.0, -0.5])
     (raw,) = layer(c, np.array(R), solver_args={"refine": 0})
@@ -445,16 +443,20 @@ def test_rescue_regression_scale(solver, options):
         np.testing.assert_allclose(sol.values[0], [-R, R], rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Refinement stalls on a regular LP from SCS's default-accuracy answer. The raw "
-    "iterate (relative residual 2.7e-5) cannot yet tell the three active rows from a "
-    "fourth nearly active one; the full Newton step from it does not lower the "
-    "residual (K's condition number 2.4e7: not a degenerate point), the least-squares "
-    "step lowers it only to 1.1e-5 and the next ones not at all, and _diff.refine, "
-    "which has no damping or line search, stops there. The item is `optimal` with x "
-    "2e-4 from the solution, where README promises 1e-13…1e-16 after refinement for "
-    "every solver at regular points."))
 def test_refine_regression_scs_lp_active_set():
+    """Refinement reaches the exact solution of a regular LP from SCS's
+    default-accuracy answer (relative residual 2.7e-5).
+
+    The LP has three active rows and a fourth active to 1.4e-4; SCS's answer
+    had all four active (y₄ = 0.03). On that wrong piece of N the full Newton
+    step raised the residual to 10 (K's condition there is 2.4e7, at the
+    solution 191), the least-squares step lowered it only to 1.1e-5 and the
+    next ones not at all, and refinement stopped with x 2e-4 off. Fixed in
+    _diff: where the full step falls short and changes the sign of a row of v,
+    refinement crosses the first such boundary on the Newton ray (a simplex
+    pivot: the fourth row leaves) and takes the Newton step from there, kept
+    because it is decisive: 2.7e-5 → 8e-17 (x within 2e-12 of the ECOS
+    reference)."""
     family = LPFamily()
     c = np.array([1.66300861030534, -0.22860602211605668, 0.04094135062068737])
     G = np.vstack([np.eye(3), -np.eye(3),
