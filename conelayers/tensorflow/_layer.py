@@ -30,8 +30,8 @@ import tensorflow as tf
 
 from .. import _layer as core
 from .._errors import ParameterError
-from .._solve import Solution
 from .._program import ParameterSpec
+from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
 
 __all__ = ["CvxpyLayer", "KerasCvxpyLayer"]
