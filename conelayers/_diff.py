@@ -385,45 +385,103 @@ def _step(structure: Structure, lin: Linearization, *, budget: int,
     None where no step reduces the residual decisively, and the number of
     extra factorizations it used (at most ``budget``).
 
-    1. The Newton step, K [dz; λ] = [−N(z); 0] by LU (least squares where K is
-       exactly singular).
-    2. Where the full Newton step leaves the current piece of N (some row of
-       the nonnegative cone changes sign in v) and falls short: the active set
-       is wrong (SCS's 1e-4 answer to an LP with three active rows and a
-       fourth active to 1.4e-4 had all four active, y₄ = 0.03; K there has
-       condition 2.4e7, at the solution 191). Crossing the first boundary on the
-       Newton ray changes the active set by one row, as a simplex pivot does:
-       the step is taken to the middle of the next piece on the ray and one
-       Newton step from there. The pair is kept if that Newton step is
-       decisive (it was: 2.7e-5 → 1.5e-16 in one step).
-    3. The minimum-norm least-squares step, singular values below the point's
+    1. The Newton step, K [dz; λ] = [−N(z); 0] by LU; least squares where K is
+       exactly or numerically singular (condition above ``_COND_LIMIT``; K of
+       a Clarabel answer to a small PSD/exp-cone problem had condition 1.8e16,
+       rank 38 of 39 from a non-unique CVXPY auxiliary variable: the LU step
+       failed, the least-squares one went 1.5e-6 → 5e-12 → 4e-16, while the
+       old order, LU then a pivot then least squares, spent the three
+       factorizations and stopped at 7e-10; outputs 1e-10 off then, enough to
+       put central differences of re-solves 7e-5 off the, correct, adjoint).
+    2. Where the full Newton step falls short, the active set of the iterate
+       is wrong: on the nonnegative rows of an LP, N is linear on each piece
+       (a sign pattern of v) and the solver's answer can sit on a neighbouring
+       piece, with one row too many or too few active. Such a piece is nearly
+       degenerate: K has a nearly null direction, and along it lies the
+       neighbouring piece's boundary, as along an edge in a simplex pivot.
+       SCS's 1e-4 answers measured (6 LPs of the failure-injection family, one
+       in ~1,000 draws, multipliers ~1e-4 or a row active to 4e-4): K's smallest
+       singular value 1e-6…5e-8 of the largest; its direction, one way or the
+       other, crossed the one wrong row first, and one Newton step from the
+       middle of the next piece reached 1e-16 every time (x had been up to 1.1
+       off: on an edge whose reduced cost was the tolerance). So each way along
+       that direction (``_null_direction``) is tried: across the first
+       boundary, to the middle of the next piece, one Newton step from there,
+       kept if decisive.
+    3. The same pivot along the Newton ray itself (the first sign change of a
+       row of v on the full step), where budget is left.
+    4. The minimum-norm least-squares step, singular values below the point's
        accuracy dropped (K is numerically singular, typically because
        CVXPY's auxiliary variables are not unique; a minimum-norm step still
        converges on the determined components).
+    Each pivot costs a factorization, counted against ``budget``.
     """
     assert lin.lu is not None and lin.K is not None
     target = _DECISIVE * lin.relative_residual
-    dz = _newton_direction(lin, least_squares=lin.lu.singular)
+    small = lin.K.shape[0] <= _DENSE_LSTSQ_MAX
+    # Where K is numerically singular (as for the derivative: condition above
+    # _COND_LIMIT) the LU step is rounding noise along the null direction; the
+    # least-squares step is Newton's step on the determined components.
+    least_squares = lin.lu.singular or (small and lin.condition > _COND_LIMIT)
+    dz = _newton_direction(lin, least_squares=least_squares)
     trial = _point(structure, lin, lin.z + dz, index)
     if trial is not None and trial.relative_residual <= target:
         return trial, 0
     if lin.relative_residual <= _ROUNDING:
         return None, 0
-    if budget >= 1:
-        across = _across_boundary(structure, lin, dz, index)
-        if across is not None:
+    used = 0
+    if structure.dproj.nonneg.size:
+        null = _null_direction(lin)
+        rays = [] if null is None else [(null, np.inf), (-null, np.inf)]
+        for direction, reach in [*rays, (dz, 1.0)]:
+            if used >= budget:
+                break
+            across = _across_boundary(structure, lin, direction, reach, index)
+            if across is None:
+                continue
+            used += 1
             across.factor()
             assert across.lu is not None
             step = _newton_direction(across, least_squares=across.lu.singular)
             pivoted = _point(structure, across, across.z + step, index)
             if pivoted is not None and pivoted.relative_residual <= target:
-                return pivoted, 1
-    if not lin.lu.singular and lin.K.shape[0] <= _DENSE_LSTSQ_MAX:
+                return pivoted, used
+    if not least_squares and small:
         dz = _newton_direction(lin, least_squares=True)
         trial = _point(structure, lin, lin.z + dz, index)
         if trial is not None and trial.relative_residual <= target:
-            return trial, 0
-    return None, 0
+            return trial, used
+    return None, used
+
+
+# Inverse-iteration sweeps for K's smallest singular direction, and the ratio
+# of singular values below which that direction counts as nearly null.
+_NULL_SWEEPS = 3
+_NULL_RATIO = 1e-4
+
+
+def _null_direction(lin: Linearization) -> FloatArray | None:
+    """The z-part of K's right singular vector of the smallest singular value,
+    by inverse iteration on KᵀK with the LU at hand (the SVD where K is
+    exactly singular and small); None unless that singular value is below
+    ``_NULL_RATIO`` of ‖K‖ (a nearly degenerate piece)."""
+    assert lin.lu is not None and lin.K is not None
+    N, size = lin.z.size, lin.K.shape[0]
+    if lin.lu.singular:
+        if size > _DENSE_LSTSQ_MAX:
+            return None
+        _, S, Vt, _ = lin._svd()
+        return Vt[-1, :N] if S[-1] <= _NULL_RATIO * S[0] else None
+    u = np.random.default_rng(0).standard_normal(size)
+    for _ in range(_NULL_SWEEPS):
+        u = lin.lu.solve(lin.lu.solve(u, True), False)
+        norm = float(np.linalg.norm(u))
+        if not (np.isfinite(norm) and norm > 0):
+            return None
+        u /= norm
+    sigma = float(np.linalg.norm(lin.K @ u))
+    scale = float(np.abs(lin.K).max()) if isinstance(lin.K, np.ndarray) else float(abs(lin.K).max())
+    return u[:N] if sigma <= _NULL_RATIO * scale else None
 
 
 def _newton_direction(lin: Linearization, *, least_squares: bool) -> FloatArray:
@@ -448,18 +506,20 @@ def _point(structure: Structure, lin: Linearization, z_new: FloatArray,
 
 
 def _across_boundary(structure: Structure, lin: Linearization, dz: FloatArray,
-                     index: int) -> Linearization | None:
-    """The point in the middle of the next piece of N along the Newton ray
-    z + t·dz, across the first sign change of a nonnegative-cone entry of v
-    (one row entering or leaving the active set); None if the full step
-    changes no sign there."""
+                     reach: float, index: int) -> Linearization | None:
+    """The point in the middle of the next piece of N along the ray
+    z + t·dz, 0 < t < ``reach``, across its first sign change of a
+    nonnegative-cone entry of v (one row entering or leaving the active set);
+    None if there is none. (The next piece ends at the second sign change, or
+    at ``reach``, or where there is neither at twice the first.)"""
     rows = lin.x.size + structure.dproj.nonneg
     v, dv = lin.z[rows], dz[rows]
-    flips = v * (v + dv) < 0  # vᵢ + t·dvᵢ changes sign for some t in (0, 1)
-    if not flips.any():
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -v / dv
+    t = np.sort(t[np.isfinite(t) & (t > 0) & (t < reach)])
+    if not t.size:
         return None
-    t = np.sort(-v[flips] / dv[flips])
-    t_next = t[1] if t.size > 1 else 1.0
+    t_next = t[1] if t.size > 1 else min(reach, 2.0 * t[0])
     return _point(structure, lin, lin.z + 0.5 * (t[0] + t_next) * dz, index)
 
 

@@ -564,3 +564,56 @@ def test_derivative_warning_regression_unrefined_point():
         warnings.simplefilter("error", DerivativeWarning)
         (dq, _, _) = sol.adjoint(np.ones(1))
     np.testing.assert_allclose(dq, [exact], atol=1e-5)
+
+
+def test_refine_regression_singular_bordered_system_psd_exp():
+    """Found by test_adjoint_matches_finite_differences_and_the_jvp (n=2,
+    seed=3341278105), fixed since. Clarabel's tight answer (relative residual
+    1.5e-6) was refined only to 6.9e-10 and reported `optimal`: K has rank 38
+    of 39 there (condition 1.8e16: a CVXPY auxiliary variable is not unique;
+    the outputs are determined), the LU Newton step was rounding noise along
+    the null direction and was rejected, a pivot and the least-squares step
+    used up the three factorizations. The adjoint (−0.9669174) was right, but
+    the re-solves at ±1e-5 were as inaccurate, and their central difference
+    was −0.966986 (7e-5 off). Fixed in _diff._step: where K is numerically
+    singular the Newton step is the least-squares one (1.5e-6 → 5e-12 →
+    4e-16)."""
+    x, X = cp.Variable(2, name="x"), cp.Variable((2, 2), PSD=True, name="X")
+    P, q, q2 = cp.Parameter((1, 2)), cp.Parameter(1), cp.Parameter(1)
+    S, F0 = cp.Parameter((2, 2), symmetric=True), cp.Parameter((2, 2), symmetric=True)
+    u = cp.Parameter()
+    F1 = np.array([[-1.2907472922235077, -0.09742188054433415],
+                   [-0.09742188054433415, -0.9065967776395635]])
+    F2 = np.array([[-0.37234266373631947, -0.18991253387202822],
+                   [-0.18991253387202822, -0.08489799623491687]])
+    f = (0.4356128674682485 * -cp.sum(cp.log(P @ x + q))
+         + 1.456523407666807 * -cp.sum(cp.log(x[1] + q2))
+         + 0.20829380515617024 * cp.quad_over_lin(x, 1.0) + cp.quad_over_lin(X - S, 1.0))
+    problem = cp.Problem(cp.Minimize(f), [cp.lambda_max(F0 + x[0] * F1 + x[1] * F2) <= u])
+    parameters = [P, q, q2, S, F0, u]
+    values = [np.array([[0.5334807951602433, -0.4227189391606319]]),
+              np.array([0.6117093518844875]), np.array([-0.4978349871918191]),
+              np.array([[-1.383138700716969, -0.29156125237456504],
+                        [-0.29156125237456504, -0.515531038274485]]),
+              np.array([[-0.6267192688743397, -0.48097448321531056],
+                        [-0.48097448321531056, -0.5234592871133237]]),
+              np.array(-0.5096494883101054)]
+    layer = CvxpyLayer(problem, parameters, [x, X])
+    options = TIGHT["Clarabel"]
+    sol = layer.solve(*values, solver_args=options)
+    assert sol.status[0] is Status.optimal
+    assert sol.residual[0] <= 1e-13  # 6.9e-10
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(np.shape(v)) for v in sol.values]
+    direction = [rng.standard_normal(np.shape(v)) for v in values]
+    direction[3] = direction[3] + direction[3].T
+    direction[4] = direction[4] + direction[4].T
+    rhs = inner(sol.adjoint(*weights), direction)
+    eps = 1e-5
+
+    def f_at(step):
+        return weighted_sum(layer(*[v + step * d for v, d in zip(values, direction, strict=True)],
+                                  solver_args=options), weights)
+
+    fd = (f_at(eps) - f_at(-eps)) / (2 * eps)
+    assert abs(rhs - fd) <= FD_RTOL * max(abs(rhs), abs(fd)), (rhs, fd)
