@@ -353,10 +353,14 @@ def _start(structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatA
     So each of yᵢ and sᵢ is also measured against its own scale (the dual
     and primal scales of the residual, σ_d and σ_p): v'ᵢ = yᵢ/σ_d − sᵢ/σ_p,
     and the complementary pair σ_d·max(v'ᵢ, 0), σ_p·max(−v'ᵢ, 0) gives vᵢ.
-    Where that changes the sign of some vᵢ, the two starting points are
-    compared and the one with the smaller relative residual is used;
-    elsewhere (always when y and s are complementary, as SCS's are) v = y − s.
-    (Other cones keep y − s: their pieces are not a sign per row.)
+    Where that changes the sign of some vᵢ, the balanced start is used only if
+    its relative residual is decisively (``_DECISIVE``) lower: a marginal gain
+    is no evidence that the active set it implies is the right one. (A
+    sparsemax item, n = 50, Clarabel: y − s at 3.5e-4 converged in two Newton
+    steps to 1e-15; the balanced start, at 2.7e-4, sat on a wrong piece and
+    three factorizations left it there.) Elsewhere (always when y and s are
+    complementary, as SCS's are) v = y − s. (Other cones keep y − s: their
+    pieces are not a sign per row.)
     """
     v = y - s
     plain = Linearization.at(structure, A, b, c, x, v, index)
@@ -368,7 +372,8 @@ def _start(structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatA
     v = v.copy()
     v[rows] = sigma_d * np.maximum(scaled, 0.0) - sigma_p * np.maximum(-scaled, 0.0)
     balanced = Linearization.at(structure, A, b, c, x, v, index)
-    return balanced if balanced.relative_residual < plain.relative_residual else plain
+    decisive = balanced.relative_residual <= _DECISIVE * plain.relative_residual
+    return balanced if decisive else plain
 
 
 # A step is kept when it lowers the relative residual at least by this factor.
