@@ -2,13 +2,19 @@
 
 For each problem and batch size: construction time, forward with gradient
 tracking, forward without, backward, per-item cost (forward + backward over
-B), peak Python-heap memory (tracemalloc, in a separate untimed run), and
-accuracy: the max error of the solution against a tight reference (our
+B), peak memory of one forward + backward measured two ways (the growth of
+the peak resident set size in a fresh subprocess, which counts what the
+solvers and SuperLU allocate in C, and the Python-heap peak by tracemalloc,
+which does not), and accuracy: the max error of the solution against a tight reference (our
 refined solution at Clarabel eps=1e-12, certified by its optimality residual
 ~1e-14 and equal to CVXPY's own solve to its ~1e-5) and the relative error of
 the gradient against the exact derivative there. Both libraries run through
 their PyTorch layers in float64, interleaved in one process; medians over
-``--repeats`` runs. The ratio column is theirs / ours (> 1: we are faster).
+``--repeats`` runs (fewer where one step takes longer than ``--row-seconds``
+allows; the JSON records how many). Construction is timed on a fresh CVXPY
+problem per library (CVXPY caches its canonicalization on the problem object,
+so a second layer built on the same object would be timed without it). The
+ratio column is theirs / ours (> 1: we are faster).
 
 Run:  make bench     (or: python benchmarks/bench.py [--problems a,b] [--quick])
 Writes benchmarks/results/bench.json and prints a Markdown table.
@@ -19,9 +25,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import pathlib
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -73,18 +82,70 @@ def peak_memory(layer, values, weights) -> float:
     return peak / 2**20
 
 
-def accuracy(bp, values, weights, outs, grads, items=8):
-    """Max solution error and max relative gradient error over the first items."""
+def reference(bp, values, weights, items=8):
+    """The tight reference for the first items: solution values and exact VJP."""
     core = conelayers.CvxpyLayer(bp.problem, bp.parameters, bp.variables)
-    sub = [v[:items] for v in values]
-    sol = core.solve(*sub, solver_args=REFERENCE)
-    sol_err = max(float(np.abs(o[:items] - r).max()) for o, r in zip(outs, sol.values,
-                                                                    strict=True))
+    sol = core.solve(*[v[:items] for v in values], solver_args=REFERENCE)
     # Exact VJP of the first items only: compare per item, parameters batched.
-    exact = sol.adjoint(*[w[:items] for w in weights])
+    return sol.values, sol.adjoint(*[w[:items] for w in weights])
+
+
+def accuracy(ref, outs, grads, items=8):
+    """Max solution error and max relative gradient error over the first items."""
+    values, exact = ref
+    sol_err = max(float(np.abs(o[:items] - r).max()) for o, r in zip(outs, values,
+                                                                    strict=True))
     num = max(float(np.abs(g[:items] - e).max()) for g, e in zip(grads, exact, strict=True))
     den = max(float(np.abs(e).max()) for e in exact) or 1.0
     return sol_err, num / den
+
+
+def _rss_child(spec: str) -> None:
+    """In a fresh process: peak RSS growth (MB) of one forward + backward at B:
+    the peak resident set during the step (VmHWM, reset just before) less the
+    resident set before it.
+
+    The layer is built and run once at B = 1 first (imports, solver set-up,
+    lazily built structures), so the figure is what the batch itself adds.
+    """
+    name, lib, B = spec.split(",")
+    warnings.simplefilter("ignore")
+    bp = PROBLEMS[name]()
+    cls = Ours if lib == "conelayers" else Theirs
+    layer = cls(bp.problem, bp.parameters, bp.variables)
+    rng = np.random.default_rng(int(B))
+    timed_step(layer, bp.sample(rng, 1), [np.ones((1, *v.shape)) for v in bp.variables])
+    values = bp.sample(rng, int(B))
+    weights = [np.ones((int(B), *v.shape)) for v in bp.variables]
+    gc.collect()
+    before = _status_kb("VmRSS")
+    try:  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+        peak = lambda: _status_kb("VmHWM")  # noqa: E731
+    except OSError:  # lifetime peak only: the growth is a lower bound
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+    timed_step(layer, values, weights)
+    print(json.dumps({"rss_mb": max(0, peak() - before) / 1024}))
+
+
+def _status_kb(field: str) -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
+def peak_rss(name: str, lib: str, B: int) -> float:
+    """Peak resident-set growth (MB) of one forward + backward, in a subprocess."""
+    out = subprocess.run([sys.executable, __file__, "--rss-child", f"{name},{lib},{B}"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"])
+    except (ValueError, IndexError, KeyError):
+        print(f"{name} B={B}: {lib} RSS measurement failed: {out.stderr[-500:]}",
+              file=sys.stderr)
+        return float("nan")
 
 
 def run(args) -> list[dict]:
@@ -98,10 +159,11 @@ def run(args) -> list[dict]:
             libs["cvxpylayers"] = Theirs
         layers, construct = {}, {}
         for lib, cls in libs.items():
+            fresh = PROBLEMS[name]()  # CVXPY caches canonicalization on the problem
             t0 = time.perf_counter()
             try:
-                layers[lib] = cls(bp.problem, bp.parameters, bp.variables)
-            except Exception as exc:  # noqa: BLE001 - report, don't crash the suite
+                layers[lib] = cls(fresh.problem, fresh.parameters, fresh.variables)
+            except Exception as exc:
                 print(f"{name}: {lib} cannot build this layer: {exc}", file=sys.stderr)
                 continue
             construct[lib] = time.perf_counter() - t0
@@ -112,14 +174,21 @@ def run(args) -> list[dict]:
             weights = [rng.standard_normal(s) for s in outs_shape]
             samples: dict[str, list] = {lib: [] for lib in layers}
             results: dict[str, tuple] = {}
-            for lib, layer in layers.items():  # warm-up
+            warm = 0.0
+            for layer in layers.values():  # warm-up
+                t0 = time.perf_counter()
                 timed_step(layer, values, weights)
-            repeats = 1 if args.quick else max(1, args.repeats if B <= 128 else 2)
+                warm += time.perf_counter() - t0
+            # Medians over --repeats interleaved runs, fewer where one round of
+            # steps would not fit --row-seconds (large B on large problems).
+            repeats = 1 if args.quick else max(1, min(args.repeats,
+                                                      int(args.row_seconds / max(warm, 1e-9))))
+            ref = reference(bp, values, weights)
             for _ in range(repeats):  # interleaved
                 for lib, layer in layers.items():
                     try:
                         times, outs, grads = timed_step(layer, values, weights)
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         print(f"{name} B={B}: {lib} failed: {exc}", file=sys.stderr)
                         samples[lib] = None
                         continue
@@ -132,26 +201,31 @@ def run(args) -> list[dict]:
                 fwd, bwd, nograd = (statistics.median(t[k] for t in samples[lib])
                                     for k in range(3))
                 outs, grads = results[lib]
-                sol_err, grad_err = accuracy(bp, values, weights, outs, grads)
+                sol_err, grad_err = accuracy(ref, outs, grads)
                 row = {"problem": name, "B": B, "library": lib,
                        "construct_ms": 1e3 * construct[lib], "forward_ms": 1e3 * fwd,
                        "forward_nograd_ms": 1e3 * nograd, "backward_ms": 1e3 * bwd,
                        "per_item_ms": 1e3 * (fwd + bwd) / B,
                        "peak_mb": peak_memory(layer, values, weights),
-                       "solution_err": sol_err, "gradient_rel_err": grad_err}
+                       "rss_mb": float("nan") if args.no_rss else peak_rss(name, lib, B),
+                       "repeats": repeats, "solution_err": sol_err,
+                       "gradient_rel_err": grad_err}
                 rows.append(row)
                 print(f"{name:10s} B={B:5d} {lib:12s} fwd {row['forward_ms']:9.1f} ms  "
                       f"bwd {row['backward_ms']:8.1f} ms  per item {row['per_item_ms']:6.2f} ms"
-                      f"  sol err {sol_err:.0e}  grad err {grad_err:.0e}", flush=True)
+                      f"  RSS {row['rss_mb']:7.1f} MB  sol err {sol_err:.0e}"
+                      f"  grad err {grad_err:.0e}"
+                      f"  (x{repeats})", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     by_key = {(r["problem"], r["B"], r["library"]): r for r in rows}
     lines = ["| problem | B | construct ms (ours / theirs) | fwd+bwd per item ms (ours / "
-             "theirs) | speed-up | fwd no-grad ms | backward / forward (ours) | peak MB "
-             "(ours / theirs) | solution error (ours / theirs) | gradient rel. error "
-             "(ours / theirs) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "theirs) | speed-up | fwd no-grad ms | backward / forward (ours) | "
+             "peak RSS MB (ours / theirs) | tracemalloc MB (ours / theirs) | "
+             "solution error (ours / theirs) | gradient rel. error (ours / theirs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (problem, B, lib), ours in by_key.items():
         if lib != "conelayers":
             continue
@@ -164,7 +238,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {problem} | {B} | {pair('construct_ms', '.0f')} | {pair('per_item_ms', '.2f')} "
             f"| {ratio} | {pair('forward_nograd_ms', '.1f')} | "
-            f"{ours['backward_ms'] / ours['forward_ms']:.2f} | {pair('peak_mb', '.1f')} | "
+            f"{ours['backward_ms'] / ours['forward_ms']:.2f} | {pair('rss_mb', '.1f')} | "
+            f"{pair('peak_mb', '.1f')} | "
             f"{pair('solution_err', '.0e')} | {pair('gradient_rel_err', '.0e')} |")
     return "\n".join(lines)
 
@@ -175,14 +250,33 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (used by the tests)")
     parser.add_argument("--no-theirs", action="store_true", help="skip cvxpylayers")
+    parser.add_argument("--row-seconds", type=float, default=120.0,
+                        help="time budget per (problem, B) for the repeated runs")
+    parser.add_argument("--no-rss", action="store_true",
+                        help="skip the peak-RSS subprocesses (tracemalloc only)")
+    parser.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-fill", default="",
+                        help="re-measure peak RSS for the rows of a written JSON and reprint")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.rss_child:
+        _rss_child(args.rss_child)
+        return []
+    if args.rss_fill:
+        path = pathlib.Path(args.rss_fill)
+        data = json.loads(path.read_text())
+        for r in data["rows"]:
+            if not args.problems or r["problem"] in args.problems.split(","):
+                r["rss_mb"] = peak_rss(r["problem"], r["library"], r["B"])
+        path.write_text(json.dumps(data, indent=1))
+        print(table(data["rows"]))
+        return data["rows"]
     rows = run(args)
     print()
     print(table(rows))
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-            "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
             "command": " ".join(["python benchmarks/bench.py", *(argv or sys.argv[1:])])}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

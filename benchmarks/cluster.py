@@ -61,7 +61,7 @@ def main(argv=None):
             ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
         runs = {"in-process (threads)": None, "Dask LocalCluster, 2 workers":
                 client.get_executor(), "ProcessPoolExecutor(2)": pool}
-        for name, executor in runs.items():  # warm-up: start workers, ship the layer
+        for executor in runs.values():  # warm-up: start workers, ship the layer
             layer.solve(*[v[:64] for v in values], executor=executor)
         ref = None
         for name, executor in runs.items():

@@ -8,6 +8,12 @@ benchmark problems (single-threaded BLAS, this 2-core machine): K of a
 (N ≈ 3,100, 0.1 % dense) only sparse is reasonable. :func:`use_dense` holds
 the rule. The dense factorization also gives LAPACK's ``gecon`` condition
 estimate for O(N²), where the sparse one needs several extra solves.
+
+SuperLU orders K's columns by minimum degree on the pattern of Kᵀ + K: K's
+pattern is symmetric up to the values of D (blocks A and AᵀD, the c and b
+borders), and on the 1,024-variable sparse QP (order 4,103) that ordering
+gives L + U 3.0 million entries and 1.6 s against COLAMD's 7.0 million and
+3.9 s (same residual, 2e-8 on that ill-conditioned K).
 """
 
 from __future__ import annotations
@@ -55,13 +61,17 @@ class DenseLU:
         return sol
 
 
+# SuperLU's column ordering for K (see the module docstring).
+_PERMC_SPEC = "MMD_AT_PLUS_A"
+
+
 class SparseLU:
-    """SuperLU factors (COLAMD ordering); condition by ``onenormest``."""
+    """SuperLU factors (minimum degree on Kᵀ + K); condition by ``onenormest``."""
 
     def __init__(self, K: sp.csc_array) -> None:
         self.K = K
         try:
-            self._lu = spla.splu(K, permc_spec="COLAMD")
+            self._lu = spla.splu(K, permc_spec=_PERMC_SPEC)
             self.singular = False
             self._cond: float | None = None
         except RuntimeError:  # "Factor is exactly singular"
