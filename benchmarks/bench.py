@@ -168,6 +168,8 @@ def run(args) -> list[dict]:
                 continue
             construct[lib] = time.perf_counter() - t0
         batches = (1, 4) if args.quick else bp.batches
+        if args.batches:  # a subset of the problem's own batch sizes
+            batches = tuple(B for B in batches if B in args.batches)
         for B in batches:
             values = bp.sample(rng, B)
             outs_shape = [layers["conelayers"](*values)[k].shape for k in range(len(bp.variables))]
@@ -249,6 +251,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--problems", default="", help="comma-separated subset")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (used by the tests)")
+    parser.add_argument("--batches", type=lambda t: {int(b) for b in t.split(",")}, default=None,
+                        help="comma-separated subset of the batch sizes, e.g. 1,128")
     parser.add_argument("--no-theirs", action="store_true", help="skip cvxpylayers")
     parser.add_argument("--row-seconds", type=float, default=120.0,
                         help="time budget per (problem, B) for the repeated runs")
