@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg import lapack
 
 from ._bordered import BorderedPattern
 from ._cones import ConeLayout
@@ -157,6 +158,10 @@ class Linearization:
     K: sp.csc_array | FloatArray | None = None
     lu: DenseLU | SparseLU | None = None
     _svd_cache: tuple | None = field(default=None, repr=False)
+    # Numerically null spaces of K (see ``_basis``) and those of a nearby point
+    # (the previous refinement iterate), from which they are found without an SVD.
+    _null: _NullBasis | None = field(default=None, repr=False)
+    hint: _NullBasis | None = field(default=None, repr=False)
 
     @classmethod
     def at(
@@ -167,7 +172,11 @@ class Linearization:
         proj, D_vals = structure.dproj(v)
         pi = np.concatenate([x, proj, [1.0]])
         z = np.concatenate([x, v, [1.0]])
-        Aty, Ax, cx, by = A.T @ proj, A @ x, c @ x, b @ proj
+        # Aᵀy on A's CSC arrays: ``A.T @ proj`` builds a transposed SciPy array
+        # per call (0.16 ms of the 0.57 ms per call on sparsemax, n = 50).
+        cols = np.repeat(np.arange(x.size), np.diff(A.indptr))
+        Aty = np.bincount(cols, weights=A.data * proj[A.indices], minlength=x.size)
+        Ax, cx, by = A @ x, c @ x, b @ proj
         Qpi = np.concatenate([Aty + c, b - Ax, [-cx - by]])
         # Each block of N relative to the size of what it balances (as SCS
         # measures its own residuals): dual Aᵀy + c, primal b − Ax − s, gap.
@@ -259,19 +268,63 @@ class Linearization:
         U, S, Vt = self._svd_cache
         return U, S, Vt, int(np.sum(S > S[0] * max(rcond, self.accuracy)))
 
+    def _basis(self) -> _NullBasis:
+        """K's numerically null spaces (right N, left L; orthonormal columns) at
+        the SVD's threshold, found once: from ``hint`` where it applies (see
+        :func:`_bordered_null`), else by the dense SVD."""
+        if self._null is None:
+            basis = _bordered_null(self, self.hint) if self.hint is not None else None
+            if basis is None:
+                U, S, Vt, r = self._svd()
+                basis = _NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
+            self._null = basis
+            self.hint = None  # done with (it holds the previous point's factors)
+        return self._null
+
     def _lstsq(self, full: FloatArray, transpose: bool) -> FloatArray:
         """Minimum-norm least-squares solve with K (or Kᵀ); singular values
         below the point's own accuracy count as zero."""
         assert self.K is not None
         if self.K.shape[0] <= _DENSE_LSTSQ_MAX:
+            basis = self._basis()
+            if basis.lu is not None:
+                return basis.solve(self.K, full, transpose)
             U, S, Vt, r = self._svd()
             if transpose:  # Kᵀ = V Σ Uᵀ
                 return U[:, :r] @ ((Vt[:r] @ full) / S[:r])
             return Vt[:r].T @ ((U[:, :r].T @ full) / S[:r])
         op = self.K.T if transpose else self.K
+        x0 = None
+        if self.lu is not None and not self.lu.singular:
+            # Ill-conditioned but factored: where K is nonsingular its least-squares
+            # solution is the solution, which the LU with iterative refinement
+            # gives when its residual says so. Measured on sparse_qp (order 4,103,
+            # condition estimate 1.5e12): unpreconditioned LSMR ran to its cap of
+            # 4·order iterations, 5.2 s, where the LU solves take milliseconds.
+            x0 = self._refined_solve(full, transpose)
+            res = full - op @ x0
+            if np.linalg.norm(res) <= _REFINE_RTOL * max(float(np.linalg.norm(full)),
+                                                         np.finfo(float).tiny):
+                return x0
         # Large and singular: an iterative least-squares solve. It is the slow,
         # degenerate path (a DerivativeWarning accompanies it); cap its work.
-        return spla.lsmr(op, full, atol=1e-12, btol=1e-12, maxiter=4 * op.shape[0])[0]
+        return spla.lsmr(op, full, atol=1e-12, btol=1e-12, maxiter=4 * op.shape[0], x0=x0)[0]
+
+    def _refined_solve(self, full: FloatArray, transpose: bool, sweeps: int = 3) -> FloatArray:
+        """LU solve with up to ``sweeps`` steps of iterative refinement."""
+        assert self.lu is not None and self.K is not None
+        op = self.K.T if transpose else self.K
+        with np.errstate(all="ignore"):
+            sol = self.lu.solve(full, transpose)
+            target = _REFINED * max(float(np.linalg.norm(full)), np.finfo(float).tiny)
+            for _ in range(sweeps):
+                res = full - op @ sol
+                if not np.linalg.norm(res) > target:
+                    break
+                sol = sol + self.lu.solve(res, transpose)
+        if not np.isfinite(sol).all():
+            return np.zeros_like(full)
+        return sol
 
     def left_null(self) -> FloatArray | None:
         """Rows r with rᵀK = 0 (first N entries): right-hand sides g with rᵀg ≠ 0
@@ -279,8 +332,7 @@ class Linearization:
         assert self.K is not None
         if self.K.shape[0] > _DENSE_LSTSQ_MAX:
             return None
-        U, _, _, r = self._svd()
-        return U[:, r:].T[:, : self.z.size]
+        return self._basis().L.T[:, : self.z.size]
 
     def null_directions(self) -> FloatArray | None:
         """Solution tangents (dx, dy) along the null space of K, as rows ``(k, n + m)``.
@@ -291,13 +343,132 @@ class Linearization:
         assert self.K is not None
         if self.K.shape[0] > _DENSE_LSTSQ_MAX:
             return None
-        _, _, Vt, r = self._svd()
         n = self.x.size
-        null = Vt[r:, : self.z.size]  # drop the border multiplier and the SOC unknowns
+        # Drop the border multiplier and the SOC unknowns.
+        null = self._basis().N.T[:, : self.z.size]
         du, dv, dw = null[:, :n], null[:, n:-1], null[:, -1:]
         dx = du - dw * self.x
         dy = np.stack([self.D(row) for row in dv]) - dw * self.y if len(dv) else dv
         return np.concatenate([dx, dy], axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class _NullBasis:
+    """K's numerically null spaces: N (right) and L (left), orthonormal columns
+    of K's full order, at threshold ``sigma``·max(``_SVD_RCOND``, accuracy)
+    with ``sigma`` ≈ ‖K‖₂. ``lu`` factors the bordered K̂ = K + sigma·L Nᵀ
+    (None where the basis came from the SVD, which then does the solves).
+
+    With K = U Σ Vᵀ, U = [U₁ L], V = [V₁ N]: K̂ = U diag(Σ₁, sigma·I) Vᵀ, so
+    K̂⁻¹ = K⁺ + N Lᵀ/sigma and K⁺b = K̂⁻¹(b − L Lᵀb): the minimum-norm
+    least-squares solution costs one LU solve and two projections.
+    """
+
+    N: FloatArray
+    L: FloatArray
+    sigma: float
+    lu: DenseLU | None
+
+    def solve(self, K: FloatArray, full: FloatArray, transpose: bool) -> FloatArray:
+        """K⁺ full (Kᵀ⁺ if ``transpose``: the roles of N and L swap)."""
+        assert self.lu is not None
+        right, left = (self.L, self.N) if transpose else (self.N, self.L)
+        rhs = full - left @ (left.T @ full)  # the part in K's range
+        x = self.lu.solve(rhs, transpose)
+        x -= right @ (right.T @ x)
+        op = K.T if transpose else K
+        res = rhs - op @ x
+        res -= left @ (left.T @ res)
+        # One step of iterative refinement always (one more solve): measured on
+        # nnls_l1, gradient error against the benchmark's reference (Clarabel at
+        # eps 1e-12, 5 refinement steps), 4 batches of 8 items: 7e-16 to 2e-15
+        # with it, 2e-13 to 5e-13 refining only above _REFINE_RTOL (benchmark
+        # run), 2e-14 to 8e-14 on the SVD path.
+        d = self.lu.solve(res, transpose)
+        x += d - right @ (right.T @ d)
+        return x
+
+
+# The null directions the bordering accepts are below this fraction of the
+# SVD's threshold (nnls_l1's refinement iterates measured: null singular values
+# 5e-17 to 5e-14 of ‖K‖ against thresholds of 1e-11 to 2e-5), so that its minimum-norm solution and
+# the truncated SVD's agree to rounding, not only up to the dropped σ's.
+_NULL_GAP = 1e-3
+
+
+def _null_within(K: FloatArray, W: FloatArray, thr: float) -> FloatArray | None:
+    """Orthonormal basis of the directions in span(W) that K maps below ``thr``."""
+    if not np.isfinite(W).all():
+        return None
+    try:
+        Q, _ = np.linalg.qr(W)
+        KQ = K @ Q
+        if not np.isfinite(KQ).all():
+            return None
+        if np.linalg.norm(KQ) <= _NULL_GAP * thr:  # all of span(W) (‖·‖_F ≥ ‖·‖₂)
+            return Q
+        _, S, Vt = np.linalg.svd(KQ, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return None
+    null = S <= thr
+    if np.any(null & (S > _NULL_GAP * thr)):
+        return None  # not clearly null: the truncated SVD's answer differs, let it decide
+    return Q @ Vt[null].T
+
+
+def _bordered_null(lin: Linearization, hint: _NullBasis) -> _NullBasis | None:
+    """K's null spaces from those of a nearby point (``hint``), without an SVD
+    of K; None where that does not apply (then the SVD decides).
+
+    With K̂ = K + sigma·L̃ Ñᵀ nonsingular (L̃, Ñ the hint's), every null vector n
+    of K satisfies K̂ n = sigma·L̃ (Ñᵀn), so null(K) ⊆ span(K̂⁻¹L̃) exactly
+    (likewise null(Kᵀ) ⊆ span(K̂⁻ᵀÑ)), however far the hint is off: an SVD
+    of the thin K·Q (Q an orthonormal basis of that span) picks them out at
+    the SVD's own threshold. That the rest of K's singular values lie above
+    the threshold (so that the rank equals the SVD's) is checked on the
+    bordered matrix built from the bases found: by Weyl's inequality for a
+    rank-k change, σ_{N−k}(K) ≥ σ_min(K + sigma·L Nᵀ) = 1/‖K̂⁻¹‖₂, bounded
+    with LAPACK's ``gecon`` estimates of ‖K̂⁻¹‖₁ and ‖K̂⁻¹‖∞.
+
+    Measured (nnls_l1 of the benchmark suite, K of order 157, rank 145–146 at
+    the refined points): the dense SVD of K 3.0 ms; this, one LU (0.1–0.3
+    ms; two where the rank changed), 2k solves, two QRs of 157×k matrices
+    (and their thin SVDs where not all of the span is null). Refinement and
+    the derivative took 4 SVDs per item; now the first iterate's only.
+    """
+    K = lin.K
+    if not isinstance(K, np.ndarray) or hint.N.shape[0] != K.shape[0] or not hint.N.shape[1]:
+        return None
+    sigma = hint.sigma
+    thr = sigma * max(_SVD_RCOND, lin.accuracy)
+    with np.errstate(all="ignore"):
+        Khat = K + sigma * (hint.L @ hint.N.T)
+        lu = DenseLU(Khat)
+        if lu.singular:
+            return None
+        N = _null_within(K, lu.solve(hint.L), thr)
+        L = _null_within(K.T, lu.solve(hint.N, True), thr)
+        if N is None or L is None or not N.shape[1] or N.shape[1] != L.shape[1]:
+            return None
+        if N.shape[1] != hint.N.shape[1]:
+            # The rank changed: border with the bases found. (Where it did not,
+            # span(K̂⁻¹L̃) is null(K) itself and K̂ serves the solves as it is:
+            # the identities of _NullBasis hold with L̃, Ñ in the border, since
+            # K̂⁻¹(b − L Lᵀb) = K⁺b + (a null vector), projected out. One LU
+            # fewer: 0.29 ms each, 2.8 calls per item on nnls_l1, one thread.)
+            Khat = K + sigma * (L @ N.T)
+            lu = DenseLU(Khat)
+            if lu.singular:
+                return None
+        # ‖K̂⁻¹‖₂ ≤ (‖K̂⁻¹‖₁‖K̂⁻¹‖∞)^½, both from gecon (estimates, within a
+        # small factor: the margin 3).
+        inv_1 = lu.condition / float(np.abs(Khat).sum(axis=0).max())
+        rcond_inf, _ = lapack.dgecon(lu._lu, float(np.abs(Khat).sum(axis=1).max()), norm="I")
+        inv_inf = np.inf if rcond_inf == 0 else 1.0 / (float(rcond_inf)
+                                                      * float(np.abs(Khat).sum(axis=1).max()))
+    if not 3.0 * np.sqrt(inv_1 * inv_inf) * thr < 1.0:
+        return None
+    return _NullBasis(N, L, sigma, lu)
 
 
 def refine(
@@ -324,19 +495,78 @@ def refine(
     tried, under the same test (see ``_step``).
     """
     lin = _start(structure, A, b, c, x, y, s, index)
-    steps = 0
+    steps = chords = 0
+    base: Linearization | None = None  # the last point whose LU gave a Newton step
     while steps < max_steps and lin.relative_residual > _REFINED:
+        if base is not None:
+            if chords < _CHORD_MAX:
+                trial = _chord_step(structure, base, lin, index)
+                if trial is not None:
+                    chords += 1
+                    lin = trial
+                    continue
+            if lin.relative_residual <= _CHORD_FLOOR:
+                # At N's rounding floor already; the factorization and Newton step
+                # that would follow gain a few units in the last place, if any
+                # (measured on qp: 1e-14 → 1e-14, rejected, on 1 item in 4).
+                break
+        base = None
         lin.factor()
         steps += 1
-        trial, extra = _step(structure, lin, budget=max_steps - steps, index=index)
+        try:
+            trial, extra = _step(structure, lin, budget=max_steps - steps, index=index)
+        except np.linalg.LinAlgError:
+            # A step that cannot be computed falls short like any other: the
+            # point reached so far stands. (Seen once, not reproduced, on the
+            # code before the chord steps: "SVD did not converge", LAPACK's
+            # DLASCL rejecting a non-finite K, inside a step on a sparsemax
+            # batch of 128 items, which took the whole batch down.)
+            break
         if trial is None:
             break
         steps += extra
+        assert lin.lu is not None and lin.K is not None
+        if extra == 0 and not lin.lu.singular and not (
+                lin.K.shape[0] <= _DENSE_LSTSQ_MAX and lin.condition > _COND_LIMIT):
+            base = lin  # _step took the plain LU Newton step (condition cached there)
         lin = trial
     # The factorization at the returned point is left to the first derivative
     # request (Linearization.factor is idempotent): a forward-only call pays
     # for the Newton steps only.
     return lin
+
+
+# Chord steps (Newton with the last factored K) allowed per refinement, and
+# the relative residual at which refinement stops when a chord step falls
+# short (the measured floors of N: 1e-16 to 7e-15, see _ROUNDING).
+_CHORD_MAX = 3
+_CHORD_FLOOR = 1e-14
+
+
+def _chord_step(structure: Structure, base: Linearization, lin: Linearization,
+                index: int) -> Linearization | None:
+    """The Newton step from ``lin`` with ``base``'s LU (a chord step), kept
+    under the same test as any step (it at least halves the relative
+    residual); None otherwise, and then ``lin`` is factored after all.
+
+    After the first Newton step from an accurate solver answer the iterate is
+    within ~1e-8 of the solution and on the same piece of N (same D on the
+    nonnegative rows), so K has barely moved and the old factors serve:
+    measured on sparsemax (n = 50, B = 128, one thread) refinement factored K
+    3.3 times per item (0.44 ms per LU and condition estimate at 0.19 ms) for
+    2 Newton steps; now the second step is a chord step, one LU fewer per
+    item. The derivative still factors the point refinement returns (the
+    exact K there), so gradients are unchanged.
+    """
+    assert base.lu is not None and base.K is not None
+    full = np.zeros(base.K.shape[0])
+    full[: lin.z.size] = -lin.residual
+    with np.errstate(all="ignore"):
+        dz = base.lu.solve(full)[: lin.z.size]
+    trial = _point(structure, lin, lin.z + dz, index)
+    if trial is not None and trial.relative_residual <= _DECISIVE * lin.relative_residual:
+        return trial
+    return None
 
 
 def _start(structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
@@ -507,7 +737,11 @@ def _point(structure: Structure, lin: Linearization, z_new: FloatArray,
         return None
     z_new = z_new / z_new[-1]
     n = lin.x.size
-    return Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
+    new = Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
+    # Where K was singular here, its null spaces seed the next point's (see
+    # _bordered_null): no SVD there unless the rank changed.
+    new.hint = lin._null
+    return new
 
 
 def _across_boundary(structure: Structure, lin: Linearization, dz: FloatArray,
@@ -560,8 +794,9 @@ class ItemDerivative:
 
         Where K is singular, ``outputs`` (solution tangents, rows of [dx, dy] →
         output tangents) and ``parameters`` ((dA, db, dc) → dθ, the adjoint of
-        the parameter map) decide whether the requested outputs still have a
-        derivative along every parameter direction; a warning is given if not.
+        the parameter map, on rows: (k, nnz), (k, m), (k, n) → (k, p)) decide
+        whether the requested outputs still have a derivative along every
+        parameter direction; a warning is given if not.
         """
         rows = A.indices.astype(np.intp)
         cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
@@ -653,13 +888,15 @@ def _outputs_determined(
     rows = A.indices.astype(np.intp)
     cols = np.repeat(np.arange(n), np.diff(A.indptr))
     px, py = lin.pi[:n], lin.pi[n:-1]
-    for r in left:
-        rx, ry, rw = r[:n], r[n:-1], r[-1]
-        dA = px[cols] * ry[rows] - py[rows] * rx[cols]
-        dtheta = parameters(dA, py * rw - ry, px * rw - rx)
-        if np.abs(dtheta).max(initial=0.0) > tol * (1.0 + float(np.abs(r).max())):
-            return False
-    return True
+    if not left.shape[0]:
+        return True
+    # All left null vectors at once (rows), one call of the parameter adjoint:
+    # one call per vector was 0.35 ms each on nnls_l1 (12 vectors per item).
+    rx, ry, rw = left[:, :n], left[:, n:-1], left[:, -1:]
+    dA = px[cols] * ry[:, rows] - py[rows] * rx[:, cols]
+    dtheta = np.asarray(parameters(dA, py * rw - ry, px * rw - rx))
+    limit = tol * (1.0 + np.abs(left).max(axis=1))
+    return bool(np.all(np.abs(dtheta).max(axis=1, initial=0.0) <= limit))
 
 
 def _diffcp_solvers(A, b, c, x, y, s, layout, mode):

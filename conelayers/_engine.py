@@ -79,8 +79,7 @@ class Engine:
         return ItemDerivative.at(
             self.structure, program.matrix(A_vals), b, c, x, y, s, mode, index=index,
             linearization=linearization, outputs=program.recover_linear,
-            parameters=lambda dA, db, dc: program.apply_adjoint(dA[None], db[None],
-                                                                 dc[None])[0],
+            parameters=program.apply_adjoint,  # on rows (k, ·) → (k, p)
         )
 
 

@@ -1,0 +1,134 @@
+"""The fast paths of refinement and the derivative against the reference paths.
+
+* ``_bordered_null``: K's null spaces at a refined degenerate point found from
+  the previous iterate's (bordering, no SVD of K) against the dense SVD of K;
+  the minimum-norm least-squares solves with the bordered LU against the SVD
+  pseudo-inverse.
+* Chord steps in ``refine`` (Newton with the previous point's LU) against
+  refinement that factors K at every step.
+
+Oracles: the SVD path (``Linearization`` without a hint) and refinement with
+``_CHORD_MAX = 0``, the code as it was before these paths.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import conelayers
+import conelayers._diff as diff
+
+# Solutions of the same linear systems by two backward-stable methods (LU of a
+# well-conditioned bordered matrix, SVD) at K's condition on its range
+# (≤ ~1e4 here): agreement to ~1e-12 relative. 1e-10 keeps margin and is far
+# below a wrong null space or a wrong rank (O(1) differences).
+LSTSQ_TOL = 1e-10
+
+
+def _nnls_l1(m=30, n=12):
+    x = cp.Variable(n)
+    A, b = cp.Parameter((m, n)), cp.Parameter(m)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b) + 0.1 * cp.norm(x, 1)), [x >= 0])
+    return prob, [A, b], [x]
+
+
+def _sparsemax(n=20):
+    x = cp.Variable(n)
+    z = cp.Parameter(n)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    return prob, [z], [x]
+
+
+def _solve(layer, values):
+    """The solution and its linearizations (one thread: deterministic)."""
+    sol = layer.solve(*values, solver_args={"n_jobs_forward": 1})
+    return layer._engine, sol, sol._linearizations
+
+
+def _reference(lin):
+    """The same point, linearized afresh: no hint, so the SVD path."""
+    ref = diff.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x, lin.z[lin.x.size:-1],
+                                lin.index)
+    ref.factor()
+    return ref
+
+
+def _projector(rows):
+    q, _ = np.linalg.qr(rows.T)
+    return q @ q.T
+
+
+def test_bordered_null_matches_svd():
+    prob, params, variables = _nnls_l1()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(3)
+    B = 12
+    values = [rng.standard_normal((B, 30, 12)), rng.standard_normal((B, 30))]
+    engine, _, lins = _solve(layer, values)
+    fast = 0
+    for lin in lins:
+        assert lin is not None
+        lin.factor()
+        if lin.regular or lin.hint is None:
+            continue
+        basis = lin._basis()
+        if basis.lu is None:  # the bordering did not apply: the SVD decided
+            continue
+        fast += 1
+        ref = _reference(lin)
+        assert ref._basis().lu is None  # the oracle is the SVD
+        assert basis.N.shape[1] == ref._basis().N.shape[1]  # the same rank
+        np.testing.assert_allclose(_projector(lin.null_directions()),
+                                   _projector(ref.null_directions()), atol=LSTSQ_TOL)
+        np.testing.assert_allclose(_projector(lin.left_null()), _projector(ref.left_null()),
+                                   atol=LSTSQ_TOL)
+        for transpose in (False, True):
+            rhs = rng.standard_normal(lin.K.shape[0])
+            got, want = lin._lstsq(rhs, transpose), ref._lstsq(rhs, transpose)
+            np.testing.assert_allclose(got, want, atol=LSTSQ_TOL * np.abs(want).max())
+        # The derivative's own check reaches the same verdict on both paths.
+        program = engine.program
+        verdict = [diff._outputs_determined(x, program.recover_linear, program.apply_adjoint)
+                   for x in (lin, ref)]
+        assert verdict[0] == verdict[1]
+    assert fast >= B // 2  # the fast path is what ran (measured: every item)
+
+
+def test_bordered_null_refuses_a_wrong_rank():
+    """A hint whose null space is too small leaves K̂ singular on the rest:
+    the bordering must refuse (and the SVD decide), not return a wrong rank."""
+    prob, params, variables = _nnls_l1()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(4)
+    values = [rng.standard_normal((4, 30, 12)), rng.standard_normal((4, 30))]
+    *_, lins = _solve(layer, values)
+    refused = 0
+    for lin in lins:
+        lin.factor()
+        if lin.regular:
+            continue
+        ref = _reference(lin)
+        full = ref._basis()
+        if full.N.shape[1] < 2:
+            continue
+        short = diff._NullBasis(full.N[:, 1:], full.L[:, 1:], full.sigma, None)
+        assert diff._bordered_null(ref, short) is None
+        refused += 1
+    assert refused
+
+
+@pytest.mark.parametrize("make", [_sparsemax, _nnls_l1])
+def test_chord_steps_match_full_newton(make, monkeypatch):
+    prob, params, variables = make()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(5)
+    B = 8
+    values = [rng.standard_normal((B, *p.shape)) for p in params]
+    _, chord, _ = _solve(layer, values)
+    monkeypatch.setattr(diff, "_CHORD_MAX", 0)
+    _, full, _ = _solve(layer, values)
+    # Both end at rounding level on the same (unique) solution.
+    assert np.all(chord.residual <= 1e-13) and np.all(full.residual <= 1e-13)
+    np.testing.assert_allclose(chord.x, full.x, atol=1e-12)
