@@ -96,11 +96,11 @@ class CvxpyLayer:
     >>> problem = cp.Problem(cp.Minimize(cp.sum_squares(x - p)), [x >= 0])
     >>> layer = CvxpyLayer(problem, parameters=[p], variables=[x])
     >>> sol = layer.solve(np.array([[1.0, -1.0], [0.5, 2.0]]))  # a batch of 2
-    >>> np.round(sol.values[0], 6)
+    >>> np.round(sol.values[0], 6) + 0.0  # (+ 0.0 turns a -0. into 0.)
     array([[1. , 0. ],
            [0.5, 2. ]])
     >>> (grad,) = sol.adjoint(np.ones((2, 2)))  # d sum(x) / dp
-    >>> np.round(grad, 6) + 0.0  # (+ 0.0 turns a -0. into 0.)
+    >>> np.round(grad, 6) + 0.0
     array([[1., 0.],
            [1., 1.]])
     """
