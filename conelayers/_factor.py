@@ -56,6 +56,14 @@ class DenseLU:
             self._cond = float("inf") if rcond == 0 else 1.0 / float(rcond)
         return self._cond
 
+    def inverse_norm(self, norm: str = "1") -> float:
+        """Estimate of ‖K⁻¹‖ in the 1-norm (``"1"``) or ∞-norm (``"I"``), by ``gecon``."""
+        if self.singular:
+            return float("inf")
+        anorm = float(np.abs(self.K).sum(axis=0 if norm == "1" else 1).max())
+        rcond, _ = lapack.dgecon(self._lu, anorm, norm=norm)
+        return float("inf") if rcond == 0 else 1.0 / (float(rcond) * anorm)
+
     def solve(self, rhs: FloatArray, transpose: bool = False) -> FloatArray:
         sol, _ = lapack.dgetrs(self._lu, self._piv, rhs, trans=1 if transpose else 0)
         return sol

@@ -76,6 +76,12 @@ def _describe(spec: ParameterSpec, i: int) -> str:
     return f"`parameters[{i}]` ({spec.name}, shape {spec.shape})"
 
 
+def _describe_at(specs: Sequence[ParameterSpec], i: int) -> str:
+    """:func:`_describe` for a position that may lie past the parameters (a
+    call with too many values: the count is checked later, with its own message)."""
+    return _describe(specs[i], i) if i < len(specs) else f"`parameters[{i}]`"
+
+
 def _as_float_array(value: Any, what: str) -> FloatArray:
     if hasattr(value, "detach") or type(value).__module__.startswith(("torch", "tensorflow")):
         raise ParameterError(
@@ -93,11 +99,15 @@ def _as_float_array(value: Any, what: str) -> FloatArray:
             f"({type(value).__name__})."
         )
     if np.iscomplexobj(arr):
-        raise ParameterError(
-            f"{what} must be real; got complex dtype {arr.dtype}. conelayers solves "
-            "real-valued problems only."
-        )
+        raise _complex_error(what, str(arr.dtype))
     return np.asarray(arr, dtype=np.float64)
+
+
+def _complex_error(what: str, dtype: str) -> ParameterError:
+    return ParameterError(
+        f"{what} must be real; got complex dtype {dtype}. conelayers solves real-valued "
+        "problems only."
+    )
 
 
 def check_values(specs: Sequence[ParameterSpec], values: Sequence[Any]) -> Batch:
@@ -340,20 +350,16 @@ def check_cotangents(
 def as_real_array(specs: Sequence[ParameterSpec], index: int, value: Any) -> FloatArray:
     """Front-ends: a value that is not one of their tensors (a NumPy array, a
     number, anything else), read by the core's rules, as float64."""
-    what = _describe(specs[index], index) if index < len(specs) else f"`parameters[{index}]`"
-    return _as_float_array(value, what)
+    return _as_float_array(value, _describe_at(specs, index))
 
 
 def check_tensor_dtype(specs: Sequence[ParameterSpec], index: int, dtype: str, *,
                        numeric: bool, complex_: bool) -> None:
     """Front-ends: a tensor argument must hold real numbers (``dtype`` is its
     dtype's name, for the message)."""
-    what = _describe(specs[index], index) if index < len(specs) else f"`parameters[{index}]`"
+    what = _describe_at(specs, index)
     if complex_:
-        raise ParameterError(
-            f"{what} must be real; got complex dtype {dtype}. conelayers solves "
-            "real-valued problems only."
-        )
+        raise _complex_error(what, dtype)
     if not numeric:
         raise ParameterError(f"{what} must be a real numeric tensor; got dtype {dtype}.")
 
