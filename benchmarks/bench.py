@@ -8,7 +8,13 @@ solvers and SuperLU allocate in C, and the Python-heap peak by tracemalloc,
 which does not), and accuracy: the max error of the solution against a tight reference (our
 refined solution at Clarabel eps=1e-12, certified by its optimality residual
 ~1e-14 and equal to CVXPY's own solve to its ~1e-5) and the relative error of
-the gradient against the exact derivative there. Both libraries run through
+the gradient against the exact derivative there. Beside them, the solver alone: the
+per-item time of the raw solves of the same cone programs (no refinement, no
+derivative, one thread), with Clarabel (our default) and with SCS at its defaults
+(what cvxpylayers calls through diffcp). It is the floor of any layer built on these
+solvers, and bounds the speed-up: theirs / (the faster solve / the cores, at most B), as if
+everything but the solve cost nothing and the solves spread perfectly over every
+core. Both libraries run through
 their PyTorch layers in float64, interleaved in one process; medians over
 ``--repeats`` runs (fewer where one step takes longer than ``--row-seconds``
 allows; the JSON records how many). Construction is timed on a fresh CVXPY
@@ -44,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 from bench_problems import PROBLEMS  # noqa: E402
 
 import conelayers  # noqa: E402
+from conelayers._validate import check_values  # noqa: E402  (the batch's θ, as solve() builds it)
+from conelayers.internal import get_solver  # noqa: E402
 from conelayers.torch import CvxpyLayer as Ours  # noqa: E402
 
 try:
@@ -88,6 +96,29 @@ def reference(bp, values, weights, items=8):
     sol = core.solve(*[v[:items] for v in values], solver_args=REFERENCE)
     # Exact VJP of the first items only: compare per item, parameters batched.
     return sol.values, sol.adjoint(*[w[:items] for w in weights])
+
+
+FLOOR_SOLVERS = ("Clarabel", "SCS")
+
+
+def solver_alone(bp, values, repeats) -> dict[str, float]:
+    """Per-item ms of the raw solves alone, one thread, median over ``repeats``
+    passes over the batch: {solver: ms} for ``FLOOR_SOLVERS`` at their defaults."""
+    core = conelayers.CvxpyLayer(bp.problem, bp.parameters, bp.variables)
+    program = core.program
+    A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
+    B, out = A_vals.shape[0], {}
+    for name in FLOOR_SOLVERS:
+        solver = get_solver(name)
+        prepared, options = solver.prepare(program.layout, program.n), dict(solver.defaults)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(B):
+                solver.solve(prepared, program.matrix(A_vals[i]), b[i], c[i], options)
+            times.append(time.perf_counter() - t0)
+        out[name] = 1e3 * statistics.median(times) / B
+    return out
 
 
 def accuracy(ref, outs, grads, items=8):
@@ -186,6 +217,7 @@ def run(args) -> list[dict]:
             repeats = 1 if args.quick else max(1, min(args.repeats,
                                                       int(args.row_seconds / max(warm, 1e-9))))
             ref = reference(bp, values, weights)
+            alone = solver_alone(bp, values, repeats)
             for _ in range(repeats):  # interleaved
                 for lib, layer in layers.items():
                     try:
@@ -211,6 +243,7 @@ def run(args) -> list[dict]:
                        "peak_mb": peak_memory(layer, values, weights),
                        "rss_mb": float("nan") if args.no_rss else peak_rss(name, lib, B),
                        "repeats": repeats, "solution_err": sol_err,
+                       "solver_alone_ms": alone, "cpus": os.cpu_count(),
                        "gradient_rel_err": grad_err}
                 rows.append(row)
                 print(f"{name:10s} B={B:5d} {lib:12s} fwd {row['forward_ms']:9.1f} ms  "
@@ -226,8 +259,9 @@ def table(rows: list[dict]) -> str:
     lines = ["| problem | B | construct ms (ours / theirs) | fwd+bwd per item ms (ours / "
              "theirs) | speed-up | fwd no-grad ms | backward / forward (ours) | "
              "peak RSS MB (ours / theirs) | tracemalloc MB (ours / theirs) | "
-             "solution error (ours / theirs) | gradient rel. error (ours / theirs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "solution error (ours / theirs) | gradient rel. error (ours / theirs) | "
+             "solver alone ms (Clarabel / SCS) | speed-up bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (problem, B, lib), ours in by_key.items():
         if lib != "conelayers":
             continue
@@ -237,12 +271,18 @@ def table(rows: list[dict]) -> str:
             return f"{ours[key]:{fmt}} / " + (f"{th[key]:{fmt}}" if th else "–")
 
         ratio = f"{th['per_item_ms'] / ours['per_item_ms']:.1f}x" if th else "–"
+        alone = ours.get("solver_alone_ms") or {}
+        floor = " / ".join(f"{alone[k]:.2f}" for k in FLOOR_SOLVERS if k in alone) or "–"
+        cores = min(ours["cpus"] or 1, B)  # one item runs on one core
+        bound = (f"{th['per_item_ms'] * cores / min(alone.values()):.1f}x"
+                 if th and alone else "–")
         lines.append(
             f"| {problem} | {B} | {pair('construct_ms', '.0f')} | {pair('per_item_ms', '.2f')} "
             f"| {ratio} | {pair('forward_nograd_ms', '.1f')} | "
             f"{ours['backward_ms'] / ours['forward_ms']:.2f} | {pair('rss_mb', '.1f')} | "
             f"{pair('peak_mb', '.1f')} | "
-            f"{pair('solution_err', '.0e')} | {pair('gradient_rel_err', '.0e')} |")
+            f"{pair('solution_err', '.0e')} | {pair('gradient_rel_err', '.0e')} | "
+            f"{floor} | {bound} |")
     return "\n".join(lines)
 
 

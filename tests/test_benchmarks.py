@@ -23,6 +23,9 @@ def test_performance_suite_runs_and_writes_json(tmp_path):
     assert {r["problem"] for r in data["rows"]} == {"sparsemax", "qp"}
     assert all(r["solution_err"] < 1e-8 and r["gradient_rel_err"] < 1e-8 for r in rows)
     assert "| sparsemax | 4 |" in bench.table(rows)
+    # The solver-alone floor is measured for both solvers on every row.
+    assert all(set(r["solver_alone_ms"]) == set(bench.FLOOR_SOLVERS)
+               and all(t > 0 for t in r["solver_alone_ms"].values()) for r in rows)
 
 
 def test_cluster_row_runs(tmp_path, monkeypatch):
