@@ -108,7 +108,8 @@ class Solution:
         The residual of the optimality conditions at the returned point, after
         refinement: the largest of the dual (Aᵀy + c), primal (Ax + s − b) and
         gap (cᵀx + bᵀy) residuals, each relative to the size of its terms
-        (about 1e-16 when refinement converged); NaN for failed items.
+        (at most 1e-14, N's rounding floor, when refinement converged); NaN
+        for failed items.
     """
 
     def __init__(self, engine: Engine, batch: Batch,

@@ -4,11 +4,15 @@
   the previous iterate's (bordering, no SVD of K) against the dense SVD of K;
   the minimum-norm least-squares solves with the bordered LU against the SVD
   pseudo-inverse.
+* ``_guessed_null``: the same at a point with no hint (a random bordering).
 * Chord steps in ``refine`` (Newton with the previous point's LU) against
   refinement that factors K at every step.
+* The rank-revealing QR least-squares step at the solver's answer against the
+  SVD one.
 
-Oracles: the SVD path (``Linearization`` without a hint) and refinement with
-``_CHORD_MAX = 0``, the code as it was before these paths.
+Oracles: the SVD path (a ``Linearization`` whose null basis is set from the
+dense SVD) and refinement with ``_CHORD_MAX = 0`` or with the QR step and the
+guessed bordering switched off, the code as it was before these paths.
 """
 
 from __future__ import annotations
@@ -47,11 +51,19 @@ def _solve(layer, values):
     return layer._engine, sol, sol._linearizations
 
 
+def _fresh(lin):
+    """The same point, linearized afresh (no hint) and factored."""
+    fresh = diff.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x,
+                                  lin.z[lin.x.size:-1], lin.index)
+    fresh.factor()
+    return fresh
+
+
 def _reference(lin):
-    """The same point, linearized afresh: no hint, so the SVD path."""
-    ref = diff.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x, lin.z[lin.x.size:-1],
-                                lin.index)
-    ref.factor()
+    """The same point on the SVD path: its null basis set from the dense SVD."""
+    ref = _fresh(lin)
+    U, S, Vt, r = ref._svd()
+    ref._null = diff._NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
     return ref
 
 
@@ -60,7 +72,8 @@ def _projector(rows):
     return q @ q.T
 
 
-def test_bordered_null_matches_svd():
+@pytest.mark.parametrize("hinted", [True, False], ids=["hint", "guessed"])
+def test_bordered_null_matches_svd(hinted):
     prob, params, variables = _nnls_l1()
     layer = conelayers.CvxpyLayer(prob, params, variables)
     rng = np.random.default_rng(3)
@@ -73,6 +86,9 @@ def test_bordered_null_matches_svd():
         lin.factor()
         if lin.regular or lin.hint is None:
             continue
+        if not hinted:  # the same point with no hint: a random bordering
+            lin = _fresh(lin)
+            assert lin.hint is None
         basis = lin._basis()
         if basis.lu is None:  # the bordering did not apply: the SVD decided
             continue
@@ -93,7 +109,7 @@ def test_bordered_null_matches_svd():
         verdict = [diff._outputs_determined(x, program.recover_linear, program.apply_adjoint)
                    for x in (lin, ref)]
         assert verdict[0] == verdict[1]
-    assert fast >= B // 2  # the fast path is what ran (measured: every item)
+    assert fast >= B // 2  # the fast path is what ran (measured: every item, both ways)
 
 
 def test_bordered_null_refuses_a_wrong_rank():
@@ -132,3 +148,25 @@ def test_chord_steps_match_full_newton(make, monkeypatch):
     # Both end at rounding level on the same (unique) solution.
     assert np.all(chord.residual <= 1e-13) and np.all(full.residual <= 1e-13)
     np.testing.assert_allclose(chord.x, full.x, atol=1e-12)
+
+
+def test_rank_revealing_step_matches_svd_refinement(monkeypatch):
+    """At the solver's answer (accuracy ~1e-4: a soft SVD threshold) the first
+    least-squares step is a rank-revealing QR's; refinement ends where the SVD
+    step's refinement ends."""
+    prob, params, variables = _nnls_l1()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(6)
+    B = 8
+    values = [rng.standard_normal((B, 30, 12)), rng.standard_normal((B, 30))]
+    calls = []
+    qr_step = diff._rank_revealing_lstsq
+    monkeypatch.setattr(diff, "_rank_revealing_lstsq",
+                        lambda *a: calls.append(1) or qr_step(*a))
+    _, fast, _ = _solve(layer, values)
+    assert len(calls) >= B // 2  # the QR step is what ran (measured: every item)
+    monkeypatch.setattr(diff, "_SOFT", np.inf)
+    monkeypatch.setattr(diff, "_guessed_null", lambda lin: None)
+    _, svd, _ = _solve(layer, values)
+    assert np.all(fast.residual <= 1e-13) and np.all(svd.residual <= 1e-13)
+    np.testing.assert_allclose(fast.values[0], svd.values[0], atol=1e-12)  # x is unique
