@@ -62,7 +62,8 @@ class ClarabelSolver(AbstractSolver):
     })
     defaults = MappingProxyType({"verbose": False})
 
-    def prepare(self, layout: ConeLayout, n: int) -> tuple[list[Any], np.ndarray | None]:
+    def prepare(self, layout: ConeLayout, n: int) -> tuple[list[Any], np.ndarray | None,
+                                                          sp.csc_array]:
         import clarabel
 
         native = {
@@ -84,23 +85,23 @@ class ClarabelSolver(AbstractSolver):
         for offset, cone in layout.of_type(PSD):
             has_psd = True
             perm[offset : offset + cone.dim] = offset + svec_permutation_to_upper(cone.order)
-        return cones, (perm if has_psd else None)
+        # P = 0 (quadratic terms are cones here), built once: SciPy's empty
+        # csc_matrix((n, n)) costs 0.1 ms, a tenth of sparsemax's whole solve.
+        return cones, (perm if has_psd else None), sp.csc_array((n, n))
 
     def solve(
         self, prepared: Any, A: CSC, b: FloatArray, c: FloatArray, options: Mapping[str, Any]
     ) -> RawSolution:
         import clarabel
 
-        cones, perm = prepared
-        n = c.size
+        cones, perm, P = prepared
         if perm is not None:
             A = sp.csc_array(A[perm])
             b = b[perm]
         settings = clarabel.DefaultSettings()
         for key, value in options.items():
             setattr(settings, key, value)
-        P = sp.csc_matrix((n, n))
-        solver = clarabel.DefaultSolver(P, c, sp.csc_matrix(A), b, cones, settings)
+        solver = clarabel.DefaultSolver(P, c, A, b, cones, settings)  # reads CSC arrays as they are
         sol = solver.solve()
         x = np.asarray(sol.x, dtype=np.float64)
         z = np.asarray(sol.z, dtype=np.float64)
