@@ -3,12 +3,14 @@ CVXPY internals, so that an upstream change breaks one file.
 
 How it works (CVXPY 1.9):
 
-* ``problem.get_problem_data(solver=cp.DIFFCP)`` runs CVXPY's chain for a
-  cone program in SCS form without quadratic objective (quadratic terms become
-  second-order cones, power atoms become SOC representations). Its
-  ``ParamConeProg`` holds the raw tensor ``A`` of shape ``(m(n+1), p+1)``: times
-  θ̃ it gives [A_cvx | b] column-major, with A_scs = −A_cvx; and ``q``, with
-  ``[c; d] = q θ̃``.
+* CVXPY's chain for ``solver=cp.DIFFCP`` gives a cone program in SCS form
+  without quadratic objective (quadratic terms become second-order cones,
+  power atoms become SOC representations). Its formatted ``ParamConeProg``
+  holds the raw tensor ``A`` of shape ``(m(n+1), p+1)``: times θ̃ it gives
+  [A_cvx | b] column-major, with A_scs = −A_cvx; and ``q``, with
+  ``[c; d] = q θ̃``. We run the chain up to the solver and do the solver's row
+  formatting ourselves, a signed permutation of rows (see ``_cone_program``;
+  ``get_problem_data`` remains the path for constraints we do not map).
 * The user's parameters map to CVXPY's θ through a sparse matrix E, folded into
   C once: identity for plain parameters (column-major), the average of the two
   triangles for symmetric/PSD/NSD ones (which CVXPY stores by their upper
@@ -31,13 +33,17 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
-from cvxpy.constraints import SOC, ExpCone, PowCone3D, PowConeND
+from cvxpy.constraints import PSD, SOC, ExpCone, NonNeg, PowCone3D, PowConeND, SvecPSD, Zero
+from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
+from cvxpy.reductions.eval_params import EvalParams
+from cvxpy.reductions.solvers.solver_inverse_data import SolverInverseData
 
 from ._cones import ConeLayout
 from ._dpp import dpp_error_message, is_compliant
 from ._errors import DPPError, ParameterError
 from ._program import OutputMap, ParameterSpec, ParametricConeProgram
+from ._typing import FloatArray, IntArray
 
 __all__ = ["canonicalize"]
 
@@ -107,10 +113,7 @@ def canonicalize(
         # CVXPY reads `.value` of sparse parameters while canonicalizing and warns
         # about its own access; the user did nothing to deserve it.
         warnings.filterwarnings("ignore", message="Reading from a sparse CVXPY expression")
-        data, chain, inverse_data = target.get_problem_data(
-            solver=cp.DIFFCP, enforce_dpp=True, canon_backend=canon_backend
-        )
-    param_prob = data[cp.settings.PARAM_PROB]
+        param_prob, T, chain, inverse_data = _cone_program(target, canon_backend)
     for kind in (PowCone3D, PowConeND):
         if param_prob.constr_map.get(kind):
             raise NotImplementedError(
@@ -120,7 +123,7 @@ def canonicalize(
                 "explicit `PowCone3D`/`PowConeND` constraints."
             )
 
-    dims = data["dims"]
+    dims = param_prob.cone_dims
     layout = ConeLayout.from_dims(
         zero=dims.zero, nonneg=dims.nonneg, soc=tuple(dims.soc), psd=tuple(dims.psd),
         exp=dims.exp, exp_dual=getattr(dims, "exp_dual", 0) or 0,
@@ -131,7 +134,6 @@ def canonicalize(
     # -- C --------------------------------------------------------------------
     param_id_map = {k: v[0] for k, v in chain.compose_param_id_map().items()}
     specs, E = _parameter_embedding(parameters, param_prob, param_id_map, gp_log_params)
-    T = sp.csr_array(param_prob.A)  # (m (n+1), P + 1), rows column-major over [A_cvx | b]
     assert T.shape[0] == m * (n + 1), "unexpected CVXPY tensor shape; please report this bug"
     row_nnz = np.diff(T.indptr)
     a_rows = np.flatnonzero(row_nnz[: m * n] > 0)  # ascending = CSC order of A
@@ -253,6 +255,173 @@ def _dual_owners(problem: cp.Problem) -> dict[int, tuple[cp.Constraint, int]]:
         for con in problem.constraints
         for k, dv in enumerate(con.dual_variables)
     }
+
+
+# ---------------------------------------------------------------------------
+# CVXPY's chain → the tensor of the cone program in SCS row order
+
+
+def _cone_program(target: cp.Problem, canon_backend: str | None):
+    """CVXPY's formatted ``ParamConeProg`` for ``target`` (tensor as CSR), the chain
+    and its inverse data: what ``get_problem_data(solver=cp.DIFFCP)`` gives, less
+    most of the cost of its last step.
+
+    That step (``DIFFCP.apply``) formats the rows of the whole tensor for the
+    solver (``ConicSolver.format_constraints``: one sparse product over all
+    m(n+1)·(p+1) entries, and CSR↔CSC conversions) and evaluates the data at the
+    parameters' current values, which a layer does not need; together 60–85 % of
+    the compilation. The formatting multiplies each of the n + 1 column blocks of
+    m rows by one block-diagonal matrix, for every cone we map (:func:`_row_map`)
+    a signed permutation, so we move the tensor's entries instead. For any other
+    constraint we take CVXPY's full path, as before.
+
+    The problem's compilation cache is read and filled as ``get_problem_data``
+    fills it (same key, the formatted program), so that a second layer of one
+    problem skips the chain, and CVXPY's own later ``get_problem_data``,
+    ``solve(requires_grad=True)`` and ``backward`` find what they expect there.
+
+    Returns ``(param_prob, T, chain, inverse_data)``: ``T`` is the formatted tensor
+    as CSR, shape ``(m(n+1), p+1)``, rows column-major over [A_cvx | b].
+    """
+    if _RESTRUCTURE_ROWS:
+        chain, prob, inverse_data, cacheable = _reduced(target, canon_backend)
+        solver = chain.reductions[-1]
+        T = None
+        if isinstance(prob, ParamConeProg) and prob.formatted:
+            # Cached by CVXPY's get_problem_data, which evaluated the data and so
+            # eliminated the tensor's stored zeros in place; the same on a copy.
+            T = sp.csr_array(prob.A, copy=True)
+            T.eliminate_zeros()
+        elif isinstance(prob, ParamConeProg):
+            mapped = _row_map(prob, solver)
+            if mapped is not None:
+                T = _move_rows(prob.A, *mapped)
+                prob = ParamConeProg(  # the arguments format_constraints passes
+                    prob.q, prob.x, sp.coo_array(T), prob.variables, prob.var_id_to_col,
+                    prob.constraints, prob.parameters, prob.param_id_to_col, P=prob.P,
+                    formatted=True, lower_bounds=prob.lower_bounds,
+                    upper_bounds=prob.upper_bounds, lb_tensor=prob.lb_tensor,
+                    ub_tensor=prob.ub_tensor, dir_cones=prob.dir_cones,
+                )
+                if cacheable:
+                    target._cache.param_prog = prob
+                    target._cache.inverse_data = list(inverse_data)
+        if T is not None:
+            # DIFFCP.apply's inverse data, less the objective's constant at the
+            # current parameter values, which only shifts the optimal value (our
+            # probes of the inverse chain ignore it).
+            _, _, inv = solver._prepare_data_and_inv_data(prob)
+            inv[cp.settings.OFFSET] = 0.0
+            return prob, T, chain, [*inverse_data, SolverInverseData(inv, solver, None)]
+        target._cache.invalidate()  # CVXPY's path below, exactly as before
+    data, chain, inverse_data = target.get_problem_data(
+        solver=cp.DIFFCP, enforce_dpp=True, canon_backend=canon_backend
+    )
+    param_prob = data[cp.settings.PARAM_PROB]
+    return param_prob, sp.csr_array(param_prob.A), chain, inverse_data
+
+
+# Format the tensor's rows ourselves (False: CVXPY's get_problem_data, for tests).
+_RESTRUCTURE_ROWS = True
+
+
+def _reduced(target: cp.Problem, canon_backend: str | None):
+    """``(chain, program, inverse data, cacheable)``: CVXPY's DIFFCP chain applied up
+    to, not including, the solver; or the formatted program and inverse data that
+    ``get_problem_data`` (or we) cached on the problem for the same key.
+    """
+    cache = target._cache
+    key = cache.make_key(cp.DIFFCP, False, False, None)  # get_problem_data's key
+    if key != cache.key:
+        cache.invalidate()
+        chain = target._construct_chain(
+            solver=cp.DIFFCP, enforce_dpp=True, canon_backend=canon_backend
+        )
+        cache.key, cache.solving_chain = key, chain
+        target._solver_cache = {}
+        target.solver_context = chain.solver_context
+    else:
+        chain = cache.solving_chain
+    if cache.param_prog is not None:
+        return chain, cache.param_prog, list(cache.inverse_data), False
+    prob, inverse_data = target, []
+    for reduction in chain.reductions[:-1]:
+        prob, inv = reduction.apply(prob)
+        inverse_data.append(inv)
+    cacheable = not any(isinstance(reduction, EvalParams) for reduction in chain.reductions)
+    return chain, prob, inverse_data, cacheable
+
+
+def _row_map(prob: Any, solver: Any) -> tuple[IntArray, FloatArray] | None:
+    """The row formatting of ``solver.format_constraints`` on ``prob``, as a signed
+    permutation of one block of m rows: row r goes to ``dest[r]``, times ``sign[r]``.
+
+    Mirrors ``format_constraints``' block-diagonal operator, one block per
+    constraint in ``prob.constraints``' order: −I for ``Zero``, I for ``NonNeg``
+    and ``PSD``/``SvecPSD``; for ``SOC`` (axis 0, k cones with x parts of length
+    d) t_i goes to i(d + 1) and x's entry i·d + l to i(d + 1) + 1 + l; for
+    ``ExpCone`` entry c of argument a goes to 3c + EXP_CONE_ORDER[a]. Returns None
+    for any other constraint (the caller then takes CVXPY's own path).
+    """
+    if prob.formatted or prob.P is not None or prob.dir_cones:
+        return None
+    n = int(prob.x.size)
+    m = int(prob.A.shape[0]) // (n + 1)
+    order = list(solver.EXP_CONE_ORDER or ())
+    dest, sign = [], []
+    offset = 0
+    for con in prob.constraints:
+        kind = type(con)
+        if kind in (Zero, NonNeg, PSD, SvecPSD):
+            size = int(con.size)
+            dest.append(offset + np.arange(size))
+            sign.append(np.full(size, -1.0 if kind is Zero else 1.0))
+        elif kind is SOC and con.axis == 0:
+            t, X = con.args
+            k = int(t.size)
+            d = int(X.shape[0]) if X.shape else 1
+            if int(X.size) != k * d:
+                return None
+            size = k * (d + 1)
+            cone = np.arange(k) * (d + 1)
+            entry = np.arange(k * d)
+            dest.append(offset + np.concatenate([cone, cone[entry // d] + 1 + entry % d]))
+            sign.append(np.ones(size))
+        elif kind is ExpCone and sorted(order) == [0, 1, 2]:
+            sizes = {int(arg.size) for arg in con.args}
+            if len(sizes) != 1:
+                return None
+            c = np.arange(sizes.pop())
+            size = 3 * c.size
+            dest.append(offset + np.concatenate([3 * c + order[a] for a in range(3)]))
+            sign.append(np.ones(size))
+        else:
+            return None
+        offset += size
+    if offset != m or m * (n + 1) != prob.A.shape[0]:
+        return None
+    return (np.concatenate(dest).astype(np.int64) if dest else np.zeros(0, dtype=np.int64),
+            np.concatenate(sign) if sign else np.zeros(0))
+
+
+def _move_rows(A: Any, dest: IntArray, sign: FloatArray) -> sp.csr_array:
+    """``A``'s rows moved within each block of m: row r + m j → dest[r] + m j, times sign[r].
+
+    Stored zeros are dropped, as on CVXPY's path (``DIFFCP.apply`` evaluates the
+    data through ``ReducedMat.cache``, which eliminates them from the tensor in
+    place), so that A's pattern is the one that path gives.
+    """
+    m = dest.size
+    T = sp.csc_array(A, copy=True)
+    T.sum_duplicates()  # a no-op on the canonical CSC that CVXPY gives
+    row = np.asarray(T.indices, dtype=np.int64)
+    r = row % m
+    vals = T.data * sign[r]
+    keep = vals != 0
+    col_of = np.repeat(np.arange(T.shape[1]), np.diff(T.indptr))[keep]
+    indptr = np.searchsorted(col_of, np.arange(T.shape[1] + 1))
+    moved = sp.csc_array((vals[keep], (dest[r] + (row - r))[keep], indptr), shape=T.shape)
+    return sp.csr_array(moved)  # the transposition sorts the new rows
 
 
 # ---------------------------------------------------------------------------

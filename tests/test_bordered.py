@@ -183,3 +183,14 @@ def test_dense_and_sparse_assembly_agree(dense_output, rng):
     assert isinstance(K, np.ndarray) == dense_output
     ref = reference_K(A, b, c, dp.matrix(D_vals), pi, z)
     assert np.abs(dense(K) - ref).max() <= ASSEMBLY_TOL
+
+
+@pytest.mark.parametrize("bound_factor", [1, 4, 1000])  # the table branch and np.unique's
+def test_unique_inverse_equals_numpys(bound_factor, rng):
+    from conelayers._bordered import _unique_inverse
+
+    keys = rng.integers(0, 500, size=2000) * bound_factor
+    unique, inverse = _unique_inverse(keys, 500 * bound_factor)
+    ref_unique, ref_inverse = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(unique, ref_unique)
+    np.testing.assert_array_equal(inverse, ref_inverse)
