@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from diffcp._diffcp import project_exp_cone
 
+from conelayers import _expcone
 from conelayers._expcone import dproject_exp, project_exp
 
 KKT_TOL = 1e-12
@@ -332,3 +333,69 @@ def test_jacobian_is_a_projection_derivative() -> None:
         smooth = _case(v) != 3  # J·v = (x, 0, z·1{z>0}) = Π(v) holds in case 3 too
         assert (resid[smooth] <= 1e-12 * nv[smooth]).all(), (resid / nv).max()
         assert (resid <= 1e-12 * nv).all()
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _all_orthants(rng: np.random.Generator) -> list[np.ndarray]:
+    """Hard points, whole and split by the signs of (x, y, z): batches that are uniform in
+    which end of (a, b) the root is measured from and in the sign of z exercise the
+    specialized branches of the fast iteration, mixed ones the general branches."""
+    wide = rng.standard_normal((2000, 3)) * 10.0 ** rng.uniform(-300, 300, (2000, 3))
+    v = np.concatenate([s * _sample(rng, 4000) for s in (1.0, 1e-3, 1e3, 1e-200, 1e200)]
+                       + [wide])
+    signs = (v[:, 0] > 0).astype(int) * 4 + (v[:, 1] > 0) * 2 + (v[:, 2] >= 0)
+    return [v] + [v[signs == k] for k in range(8)]
+
+
+def test_fast_path_changes_no_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fast iteration (no bracket check, only the branches regular points take) must give
+    # what the safeguarded iteration alone gives, bit for bit: with _FAST_ITER = 0 every point
+    # goes through _root.
+    rng = np.random.default_rng(23)
+    batches = _all_orthants(rng)
+    fast = [_expcone._project(v) for v in batches]
+    monkeypatch.setattr(_expcone, "_FAST_ITER", 0)
+    for v, got in zip(batches, fast, strict=True):
+        want = _expcone._project(v)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    # Single points (uniform batches of one) too, for a sample of them.
+    monkeypatch.undo()
+    rows = batches[0][rng.choice(len(batches[0]), 300, replace=False)]
+    fast = [_expcone._project(r[None]) for r in rows]
+    monkeypatch.setattr(_expcone, "_FAST_ITER", 0)
+    for r, got in zip(rows, fast, strict=True):
+        for g, w in zip(got, _expcone._project(r[None]), strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def _jacobian_by_cross_products(rho: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """J = p̂p̂ᵀ + λ·eeᵀ assembled from normalized vectors and ``np.cross`` (an independent
+    evaluation of the formula in the module docstring), for |ρ| ≤ 350."""
+    p_hat, n_hat = _boundary(rho)
+    e = np.cross(p_hat, n_hat)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    we2 = (1 + rho**2 + np.exp(2 * rho)) / (1 + np.exp(2 * rho) * (1 + (1 - rho) ** 2))
+    with np.errstate(invalid="ignore"):
+        lam = np.where(np.isinf(ratio), 1.0, ratio / (ratio + we2))
+    return (p_hat[:, :, None] * p_hat[:, None, :]
+            + lam[:, None, None] * e[:, :, None] * e[:, None, :])
+
+
+def test_boundary_jacobian_closed_form() -> None:
+    rng = np.random.default_rng(29)
+    n = 4000
+    rho = np.concatenate([rng.uniform(-3, 3, n), rng.uniform(-300, 300, n),
+                          [0.0, 1.0, -1.0, 0.5, 2.0]])
+    ratio = np.concatenate([10.0 ** rng.uniform(-300, 300, 2 * n), [0.0, np.inf, 1.0, 1e-320,
+                                                                     1e300]])
+    jac = _expcone._boundary_jacobian(rho, ratio)
+    ref = _jacobian_by_cross_products(rho, ratio)
+    np.testing.assert_allclose(jac, ref, rtol=0, atol=4 * np.finfo(np.float64).eps)
+    np.testing.assert_array_equal(jac, jac.transpose(0, 2, 1))
+    # The limits: α → 0 (λ = 0) leaves p̂p̂ᵀ, β → 0 (λ = 1) the projection onto span(p̂, e).
+    assert np.isfinite(jac).all()
+    eig = np.linalg.eigvalsh(jac)
+    assert eig.min() >= -1e-15 and eig.max() <= 1 + 1e-15
