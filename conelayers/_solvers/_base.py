@@ -62,6 +62,9 @@ class AbstractSolver(abc.ABC):
         mapped to the native names they set.
     defaults : Mapping[str, Any]
         Native options set unless the caller sets them.
+    tight_eps : float
+        The tolerance (portable ``eps``) of the re-solve of an item whose
+        refinement stalled (see :meth:`tightened`).
     """
 
     name: ClassVar[str]
@@ -70,6 +73,7 @@ class AbstractSolver(abc.ABC):
     native_options: ClassVar[frozenset[str]]
     portable_options: ClassVar[Mapping[str, tuple[str, ...]]]
     defaults: ClassVar[Mapping[str, Any]] = {}
+    tight_eps: ClassVar[float] = 1e-10
 
     @classmethod
     def is_installed(cls) -> bool:
@@ -115,6 +119,15 @@ class AbstractSolver(abc.ABC):
                     f"{', '.join(sorted(LAYER_OPTIONS))}."
                 )
         return native
+
+    @classmethod
+    def tightened(cls, native: Mapping[str, Any]) -> dict[str, Any]:
+        """``native`` options with the tolerances (portable ``eps``) at most
+        ``tight_eps``: the settings of a second, tighter solve."""
+        out = dict(native)
+        for target in cls.portable_options.get("eps", ()):
+            out[target] = min(float(out.get(target, np.inf)), cls.tight_eps)
+        return out
 
     @abc.abstractmethod
     def prepare(self, layout: ConeLayout, n: int) -> Any:

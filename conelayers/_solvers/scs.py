@@ -47,6 +47,7 @@ class SCSSolver(AbstractSolver):
         "verbose": ("verbose",),
     })
     defaults = MappingProxyType({"verbose": False})
+    tight_eps = 1e-9  # first-order: tighter costs iterations by the thousand
 
     def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
         return layout.to_scs()
