@@ -14,8 +14,9 @@ derivative, one thread), with Clarabel (our default) and with SCS at its default
 (what cvxpylayers calls through diffcp). It is the floor of any layer built on these
 solvers, and bounds the speed-up: theirs / (the faster solve / the cores, at most B), as if
 everything but the solve cost nothing and the solves spread perfectly over every
-core. Both libraries run through
-their PyTorch layers in float64, interleaved in one process; medians over
+core. Ours also runs with ``executor="processes"`` (its own pool, a worker per
+core: Clarabel holds the GIL, so threads cannot spread its solves). Both libraries
+run through their PyTorch layers in float64, interleaved in one process; medians over
 ``--repeats`` runs (fewer where one step takes longer than ``--row-seconds``
 allows; the JSON records how many). Construction is timed on a fresh CVXPY
 problem per library (CVXPY caches its canonicalization on the problem object,
@@ -99,6 +100,7 @@ def reference(bp, values, weights, items=8):
 
 
 FLOOR_SOLVERS = ("Clarabel", "SCS")
+POOLED = "conelayers+processes"  # ours with executor="processes"
 
 
 def solver_alone(bp, values, repeats) -> dict[str, float]:
@@ -186,6 +188,8 @@ def run(args) -> list[dict]:
     for name in names:
         bp = PROBLEMS[name]()
         libs = {"conelayers": Ours}
+        if not args.no_processes:  # ours on the layer's own process pool
+            libs[POOLED] = lambda *a: Ours(*a, executor="processes")
         if Theirs is not None and not args.no_theirs:
             libs["cvxpylayers"] = Theirs
         layers, construct = {}, {}
@@ -241,7 +245,9 @@ def run(args) -> list[dict]:
                        "forward_nograd_ms": 1e3 * nograd, "backward_ms": 1e3 * bwd,
                        "per_item_ms": 1e3 * (fwd + bwd) / B,
                        "peak_mb": peak_memory(layer, values, weights),
-                       "rss_mb": float("nan") if args.no_rss else peak_rss(name, lib, B),
+                       # (the pooled variant's memory is in its workers: not measured)
+                       "rss_mb": float("nan") if args.no_rss or lib == POOLED
+                       else peak_rss(name, lib, B),
                        "repeats": repeats, "solution_err": sol_err,
                        "solver_alone_ms": alone, "cpus": os.cpu_count(),
                        "gradient_rel_err": grad_err}
@@ -260,8 +266,9 @@ def table(rows: list[dict]) -> str:
              "theirs) | speed-up | fwd no-grad ms | backward / forward (ours) | "
              "peak RSS MB (ours / theirs) | tracemalloc MB (ours / theirs) | "
              "solution error (ours / theirs) | gradient rel. error (ours / theirs) | "
-             "solver alone ms (Clarabel / SCS) | speed-up bound |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "solver alone ms (Clarabel / SCS) | speed-up bound | "
+             "per item ms, executor=\"processes\" (speed-up) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (problem, B, lib), ours in by_key.items():
         if lib != "conelayers":
             continue
@@ -273,6 +280,9 @@ def table(rows: list[dict]) -> str:
         ratio = f"{th['per_item_ms'] / ours['per_item_ms']:.1f}x" if th else "–"
         alone = ours.get("solver_alone_ms") or {}
         floor = " / ".join(f"{alone[k]:.2f}" for k in FLOOR_SOLVERS if k in alone) or "–"
+        pooled = by_key.get((problem, B, POOLED))
+        pool_cell = "–" if pooled is None else f"{pooled['per_item_ms']:.2f}" + (
+            f" ({th['per_item_ms'] / pooled['per_item_ms']:.1f}x)" if th else "")
         cores = min(ours["cpus"] or 1, B)  # one item runs on one core
         bound = (f"{th['per_item_ms'] * cores / min(alone.values()):.1f}x"
                  if th and alone else "–")
@@ -282,7 +292,7 @@ def table(rows: list[dict]) -> str:
             f"{ours['backward_ms'] / ours['forward_ms']:.2f} | {pair('rss_mb', '.1f')} | "
             f"{pair('peak_mb', '.1f')} | "
             f"{pair('solution_err', '.0e')} | {pair('gradient_rel_err', '.0e')} | "
-            f"{floor} | {bound} |")
+            f"{floor} | {bound} | {pool_cell} |")
     return "\n".join(lines)
 
 
@@ -294,6 +304,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batches", type=lambda t: {int(b) for b in t.split(",")}, default=None,
                         help="comma-separated subset of the batch sizes, e.g. 1,128")
     parser.add_argument("--no-theirs", action="store_true", help="skip cvxpylayers")
+    parser.add_argument("--no-processes", action="store_true",
+                        help='skip ours with executor="processes"')
     parser.add_argument("--row-seconds", type=float, default=120.0,
                         help="time budget per (problem, B) for the repeated runs")
     parser.add_argument("--no-rss", action="store_true",

@@ -17,6 +17,7 @@ from ._canonicalize import canonicalize
 from ._diff import DerivativeMode
 from ._engine import Engine
 from ._errors import ParameterError
+from ._pool import PROCESSES, process_pool
 from ._program import ParametricConeProgram
 from ._remote import new_token
 from ._solve import Distribution, Solution, solve_batch
@@ -71,11 +72,14 @@ class CvxpyLayer:
     canon_backend : str, optional
         CVXPY's canonicalization backend (``"CPP"``, ``"SCIPY"``, ...), passed
         to ``problem.get_problem_data``.
-    executor : concurrent.futures.Executor, optional
+    executor : concurrent.futures.Executor or "processes", optional
         Run the items of each batch on this executor (a ``ProcessPoolExecutor``,
         ``dask.distributed.Client.get_executor()``, a Ray executor) in chunks of
-        ``chunk_size`` items (default: B/16 rounded up). Default: in this
-        process, items spread over threads.
+        ``chunk_size`` items (default: B/16 rounded up). ``"processes"``: the
+        layer's own pool, one worker process per core, shared by all layers
+        (faster than threads with Clarabel and ECOS, which hold the GIL; needs
+        the ``if __name__ == "__main__":`` guard, see README "Scale-out").
+        Default: in this process, items spread over threads.
 
     Raises
     ------
@@ -205,11 +209,14 @@ class CvxpyLayer:
 
 
 def _check_executor(value: Any, name: str) -> Executor | None:
+    if isinstance(value, str) and value == PROCESSES:
+        return process_pool()
     if value is not None and not (callable(getattr(value, "submit", None))):
+        got = repr(value) if isinstance(value, str) else type(value).__name__
         raise ParameterError(
             f"`{name}` must be a concurrent.futures.Executor (anything with `submit`), "
-            f"e.g. ProcessPoolExecutor() or a Dask client's get_executor(); got "
-            f"{type(value).__name__}."
+            f"e.g. ProcessPoolExecutor() or a Dask client's get_executor(), or "
+            f"{PROCESSES!r} (the layer's own process pool, one worker per core); got {got}."
         )
     return value
 

@@ -21,6 +21,7 @@ def test_performance_suite_runs_and_writes_json(tmp_path):
     rows = bench.main(["--quick", "--no-theirs", "--problems", "sparsemax,qp", "--out", str(out)])
     data = json.loads(out.read_text())
     assert {r["problem"] for r in data["rows"]} == {"sparsemax", "qp"}
+    assert {r["library"] for r in rows} == {"conelayers", bench.POOLED}
     assert all(r["solution_err"] < 1e-8 and r["gradient_rel_err"] < 1e-8 for r in rows)
     assert "| sparsemax | 4 |" in bench.table(rows)
     # The solver-alone floor is measured for both solvers on every row.

@@ -99,8 +99,32 @@ def test_a_worker_that_dies_names_the_items_it_held(rng):
 
 def test_executor_argument_is_checked():
     layer, _ = failing_batch()
-    with pytest.raises(ParameterError, match=r"`executor` must be a concurrent.futures.Executor"):
+    with pytest.raises(ParameterError, match=r"`executor` must be a concurrent.futures.Executor"
+                       r".*'processes'.*got 'dask'"):
         layer.solve(np.zeros(2), 1.0, executor="dask")
+
+
+def test_the_layers_own_process_pool_equals_in_process(rng):
+    """executor="processes": one shared pool (a worker per usable core), the
+    same results as in this process, failures included; and the layer pickles
+    without it."""
+    import pickle
+
+    from conelayers._pool import process_pool, usable_cores
+
+    layer, values = failing_batch()
+    compare(layer, values, "processes", rng)
+    case = CASES["logistic"]()
+    own = CvxpyLayer(case.problem, case.parameters, case.variables, executor="processes")
+    assert own._executor is process_pool() and process_pool()._max_workers == usable_cores()
+    plain = CvxpyLayer(case.problem, case.parameters, case.variables)
+    values = case.sample_batch(rng, 6)
+    there, here = own.solve(*values), plain.solve(*values)
+    np.testing.assert_allclose(there.values[0], here.values[0], atol=1e-12)
+    w = [rng.standard_normal(np.shape(o)) for o in here.values]
+    for g_there, g_here in zip(there.adjoint(*w), here.adjoint(*w), strict=True):
+        np.testing.assert_allclose(g_there, g_here, atol=1e-10)
+    assert pickle.loads(pickle.dumps(own))._executor is None
 
 
 def test_front_ends_use_the_executor(pool, rng):

@@ -1,0 +1,49 @@
+"""The layer's own process pool: ``executor="processes"``.
+
+Clarabel's and ECOS's Python bindings hold the GIL while they solve, so the
+default in-process engine gets a second core only for the factorizations.
+Worker processes have no such limit. Measured on this 2-core machine (B = 256,
+interleaved, medians of 3; forward + backward per item): sparsemax 3.44 →
+2.47 ms, the 20-variable QP 3.22 → 2.02 ms, NNLS + l1 (B = 128) 14.2 →
+10.1 ms, with identical values and gradients. It is not the default because
+worker processes start by importing the user's main module (the
+``forkserver`` and ``spawn`` start methods do; ``fork`` is unsafe in a
+process with threads), which requires the ``if __name__ == "__main__":``
+guard of every multiprocessing program, and cost about 2 s to start.
+
+One pool per process, created on first use and shared by every layer, with
+one worker per usable core; it shuts down at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+__all__ = ["PROCESSES", "process_pool", "usable_cores"]
+
+PROCESSES = "processes"
+_POOL: ProcessPoolExecutor | None = None
+_LOCK = threading.Lock()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def process_pool() -> ProcessPoolExecutor:
+    """The shared pool (created on first call; workers start on first use)."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context(
+                "forkserver" if "forkserver" in methods else "spawn")
+            _POOL = ProcessPoolExecutor(max_workers=usable_cores(), mp_context=context)
+        return _POOL
