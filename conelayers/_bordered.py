@@ -142,6 +142,23 @@ class BorderedPattern:
                  pi: FloatArray, z: FloatArray) -> sp.csc_array | FloatArray:
         """K (expanded) at one point: a CSC array with the fixed pattern, or a
         dense (Fortran-ordered) array where :func:`use_dense` says dense is faster."""
+        data = self.values(A_vals, b, c, D_vals, pi, z)
+        return self.dense_of(data) if self.dense else self.sparse_of(data)
+
+    def dense_of(self, data: FloatArray) -> FloatArray:
+        """K as a dense (Fortran-ordered) array from its values on the pattern."""
+        order = self.order
+        out = np.zeros(order * order)
+        out[self._flat] = data
+        return out.reshape((order, order), order="F")
+
+    def sparse_of(self, data: FloatArray) -> sp.csc_array:
+        """K as a CSC array from its values on the pattern (no copy)."""
+        return sp.csc_array((data, self.indices, self.indptr), shape=(self.order, self.order))
+
+    def values(self, A_vals: FloatArray, b: FloatArray, c: FloatArray, D_vals: FloatArray,
+               pi: FloatArray, z: FloatArray) -> FloatArray:
+        """K's values on the fixed pattern (CSC order) at one point."""
         block, u, S = self.dproj.split(D_vals)
         parts = [
             A_vals[self._ad_a] * block[self._ad_d],  # AᵀD (block part)
@@ -167,13 +184,7 @@ class BorderedPattern:
                 -S[:, 0, 0], -S[self._tail_cone, 0, 1] * u,  # row ξ_j0
                 -S[:, 1, 0], -S[self._tail_cone, 1, 1] * u,  # row ξ_j1
             ]
-        data = np.bincount(self._slot, weights=np.concatenate(parts), minlength=self.nnz)
-        order = self.order
-        if self.dense:
-            out = np.zeros(order * order)
-            out[self._flat] = data
-            return out.reshape((order, order), order="F")
-        return sp.csc_array((data, self.indices, self.indptr), shape=(order, order))
+        return np.bincount(self._slot, weights=np.concatenate(parts), minlength=self.nnz)
 
     def schur(self, K: sp.csc_array | FloatArray) -> FloatArray:
         """The bordered K itself (dense), eliminating the SOC unknowns ξ (for tests)."""

@@ -56,6 +56,7 @@ class DenseLU:
     def condition(self) -> float:
         """1-norm condition number estimate (LAPACK ``gecon``)."""
         if self._cond is None:
+            assert self.K is not None, "K was released before its condition was estimated"
             anorm = float(np.abs(self.K).sum(axis=0).max())
             rcond, _ = lapack.dgecon(self._lu, anorm, norm="1")
             self._cond = float("inf") if rcond == 0 else 1.0 / float(rcond)
@@ -65,9 +66,18 @@ class DenseLU:
         """Estimate of ‖K⁻¹‖ in the 1-norm (``"1"``) or ∞-norm (``"I"``), by ``gecon``."""
         if self.singular:
             return float("inf")
+        assert self.K is not None, "K was released"
         anorm = float(np.abs(self.K).sum(axis=0 if norm == "1" else 1).max())
         rcond, _ = lapack.dgecon(self._lu, anorm, norm=norm)
         return float("inf") if rcond == 0 else 1.0 / (float(rcond) * anorm)
+
+    def release_matrix(self, condition: bool = True) -> None:
+        """Drop the reference to K, once its condition estimate is known (with
+        ``condition``): only solves remain (:meth:`inverse_norm` and a condition
+        estimate not made before need K and are not available after)."""
+        if condition:
+            _ = self.condition
+        self.K = None
 
     def pivots(self) -> FloatArray:
         """|diag(U)|: the magnitudes of the LU's pivots."""
