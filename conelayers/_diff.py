@@ -72,7 +72,7 @@ from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning, ParameterError
-from ._factor import DenseLU, SparseLU, dense, factor
+from ._factor import DenseLU, SparseLU, dense
 from ._typing import CSC, FloatArray, IntArray
 
 __all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine"]
@@ -226,20 +226,18 @@ class Linearization:
         data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
-            self.lu = factor(self.K)
+            self.lu = SparseLU(self.K)
             return
-        K = pattern.dense_of(data)
-        lu = DenseLU(K)
-        if lu.singular or lu.condition > _COND_LIMIT:
-            self.K, self.lu = K, lu  # the degenerate paths work on the dense K
-            return
-        # Regular: the solves need only the LU, and the residual products of their
-        # iterative refinement only K's stored entries. Keeping K in CSC form
-        # instead of dense halves what every item holds for the backward pass
-        # (sparsemax, K of order 158: 6 % of 25,000 entries stored; peak RSS at
-        # B = 128 was 54 MB against cvxpylayers' 39).
-        lu.release_matrix()
-        self.K, self.lu = pattern.sparse_of(data), lu
+        self.K = pattern.dense_of(data)
+        self.lu = DenseLU(self.K)
+        if self.regular:
+            # The solves need only the LU, and the residual products of their
+            # iterative refinement only K's stored entries (the degenerate paths
+            # keep the dense K). CSC instead of dense halves what every item holds
+            # for the backward pass (sparsemax, K of order 158: 6 % of 25,000
+            # entries stored; peak RSS at B = 128 was 54 MB against cvxpylayers' 39).
+            self.lu.release_matrix()
+            self.K = pattern.sparse_of(data)
 
     @property
     def condition(self) -> float:

@@ -28,25 +28,24 @@ from ._typing import CSC, FloatArray
 __all__ = ["Engine", "ItemsResult", "solve_items"]
 
 # Relative residual (dual, primal and gap, each relative to its own scale) at
-# which a refined solution the solver called inaccurate, or gave up on, counts
-# as optimal.
-_UPGRADE_TOL = 1e-9
+# which refinement certifies a point optimal, one line with two uses:
+# * a refined solution the solver called inaccurate, or gave up on, counts as
+#   optimal at or below it;
+# * above it refinement has stalled: the item is solved again at the adapter's
+#   tight tolerance (``tightened``) and refined from there, the better of the two
+#   points is kept, and if that one is still above it the item is reported
+#   ``optimal_inaccurate`` (values kept, with the warning), never ``optimal``.
+# Refinement either converges or stalls far from this line (nnls_l1 of the
+# benchmark suite, 1,024 items at Clarabel's defaults: 1,015 at ≤ 1e-13, 9 at
+# 1e-6 to 1e-3, none between; those 9 had solution errors up to 2e-5 and
+# gradient errors up to 6 %; re-solved at 1e-12 all 9 refine to 1e-14).
+_CERTIFIED = 1e-9
 # Verdicts after which the solver's last iterate may still be refined to a
 # certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
 # instance, usually stops a hair away from it). Infeasibility and unboundedness
 # certificates are never second-guessed.
 _RESCUABLE = frozenset({Status.optimal_inaccurate, Status.numerical_error,
                         Status.max_iterations, Status.solver_error})
-# Relative residual above which refinement counts as stalled. Then the item is
-# solved again at the adapter's tight tolerance (``tightened``) and refined from
-# there, and the better of the two points is kept; if that one is still above
-# it, the item is reported ``optimal_inaccurate`` (values kept, with the
-# warning), never ``optimal``. Refinement either converges or stalls far from
-# this line (nnls_l1 of the benchmark suite, 1,024 items at Clarabel's
-# defaults: 1,015 at ≤ 1e-13, 9 at 1e-6 to 1e-3, none between; those 9 had
-# solution errors up to 2e-5 and gradient errors up to 6 %; re-solved at
-# 1e-12 all 9 refine to 1e-14).
-_STALLED = 1e-9
 
 
 @dataclass(eq=False)
@@ -145,16 +144,16 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
         if status.ok or rescue:
             lin = refined(i, A, raw)
-            if refine > 0 and not lin.relative_residual <= _STALLED:
+            if refine > 0 and not lin.relative_residual <= _CERTIFIED:
                 again = solver.solve(prepared, A, b[i], c[i], tight)
                 iterations[i] += again.iterations
                 if _finite(again):
                     other = refined(i, A, again)
                     if other.relative_residual < lin.relative_residual:
                         lin = other  # the status stays the first solve's verdict
-                if status is Status.optimal and not lin.relative_residual <= _STALLED:
+                if status is Status.optimal and not lin.relative_residual <= _CERTIFIED:
                     status = Status.optimal_inaccurate  # refinement did not certify it
-            if status is not Status.optimal and lin.relative_residual <= _UPGRADE_TOL:
+            if status is not Status.optimal and lin.relative_residual <= _CERTIFIED:
                 # Refinement reached a KKT point to near rounding level: whatever the
                 # solver's own verdict, the point is optimal.
                 status = Status.optimal

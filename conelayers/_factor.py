@@ -30,7 +30,7 @@ from scipy.linalg import lapack
 
 from ._typing import FloatArray
 
-__all__ = ["DenseLU", "SparseLU", "dense", "factor", "use_dense"]
+__all__ = ["DenseLU", "SparseLU", "dense", "use_dense"]
 
 # Dense below this order whatever the fill; up to _DENSE_MAX when fill is high.
 _DENSE_ALWAYS = 200
@@ -154,11 +154,6 @@ def _inverse_norm_1(solve, solve_t, order: int) -> float:
     alt = np.arange(order, dtype=float)
     alt = (-1.0) ** alt * (1.0 + alt / max(order - 1, 1))
     return max(est, 2.0 * float(np.abs(solve(alt)).sum()) / (3.0 * order))
-
-
-def factor(K: FloatArray | sp.csc_array) -> DenseLU | SparseLU:
-    """Factor K (a dense array or a CSC array)."""
-    return DenseLU(K) if isinstance(K, np.ndarray) else SparseLU(K)
 
 
 def dense(K: FloatArray | sp.csc_array) -> FloatArray:
