@@ -20,7 +20,7 @@ import numpy as np
 from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
 from ._diff import refine as refine_solution
 from ._errors import Status
-from ._parallel import for_each, worker_count
+from ._parallel import for_each, pipeline
 from ._program import ParametricConeProgram
 from ._solvers import AbstractSolver, RawSolution, get_solver
 from ._typing import CSC, FloatArray
@@ -136,9 +136,12 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         return refine_solution(engine.structure, A, b[i], c[i], raw.x, raw.y, raw.s,
                                max_steps=refine, index=first + i)
 
-    def solve_item(i: int) -> None:
+    def solve_raw(i: int) -> tuple[CSC, RawSolution]:
         A = program.matrix(A_vals[i])
-        raw = solver.solve(prepared, A, b[i], c[i], options)
+        return A, solver.solve(prepared, A, b[i], c[i], options)
+
+    def finish_item(i: int, solved: tuple[CSC, RawSolution]) -> None:
+        A, raw = solved
         status = raw.status
         iterations[i] = raw.iterations
         rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
@@ -163,7 +166,9 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
                 linearizations[i] = lin
         statuses[i] = status
 
-    for_each(solve_item, B, worker_count(jobs, B))
+    # The solves run ahead on worker threads (they release the GIL); refinement,
+    # which does not, on this one (see _parallel.pipeline).
+    pipeline(solve_raw, finish_item, B, jobs)
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 
@@ -182,7 +187,7 @@ def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
         d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
         dA[i], db[i], dc[i] = d.vjp(dx[i], dy[i], zeros_m)
 
-    for_each(item, ok.size, worker_count(jobs, ok.size))
+    for_each(item, ok.size, jobs)
     return dA, db, dc
 
 
@@ -200,5 +205,5 @@ def jvp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
         d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
         dx[i], dy[i], _ = d.jvp(dA[i], db[i], dc[i])
 
-    for_each(item, ok.size, worker_count(jobs, ok.size))
+    for_each(item, ok.size, jobs)
     return dx, dy

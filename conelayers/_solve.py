@@ -32,7 +32,7 @@ from ._errors import (
     describe_failures,
     describe_inaccurate,
 )
-from ._parallel import for_each, worker_count
+from ._parallel import for_each
 from ._remote import map_chunks
 from ._typing import BoolArray, FloatArray
 from ._validate import Batch, check_cotangents, check_tangents, gradients
@@ -163,8 +163,7 @@ class Solution:
         extra = (first, second) if third is None else (first, second, third)
         if where.executor is None:
             ok = np.flatnonzero(self.ok)
-            for_each(lambda k: local(int(ok[k]), *extra), ok.size,
-                     worker_count(where.jobs[1], ok.size))
+            for_each(lambda k: local(int(ok[k]), *extra), ok.size, where.jobs[1])
             return []
         ranges = where.ranges(self.batch_size)
         parts = map_chunks(where.executor, self._engine, where.token, fn,
