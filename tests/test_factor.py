@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conelayers._factor import DenseLU, SparseLU, _inverse_norm_1
+from conelayers._factor import DenseLU, NearbyLU, SparseLU, _inverse_norm_1
 
 
 def _matrices(rng):
@@ -61,3 +61,53 @@ def test_dense_pivots_are_the_magnitudes_of_Us_diagonal(rng):
     _, _, U = sla.lu(K)
     np.testing.assert_allclose(np.sort(DenseLU(K).pivots()), np.sort(np.abs(np.diag(U))),
                                rtol=1e-12)
+
+
+def _well_conditioned(rng, n=200):
+    return sp.csc_array(sp.random_array((n, n), density=0.02, rng=rng)
+                        + sp.diags_array(rng.uniform(1.0, 2.0, n)))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose):
+    """K₀'s LU serving K = K₀ + (a 1e-8 change of its entries): the solves are
+    K's (oracle: SuperLU of K itself), the condition estimate bounds K's."""
+    K0 = _well_conditioned(rng)
+    K = K0.copy()
+    K.data *= 1 + 1e-8 * rng.standard_normal(K.data.size)
+    lu = NearbyLU.of(SparseLU(K0), K)
+    assert lu is not None
+    for rhs in (rng.standard_normal(K.shape[0]), rng.standard_normal((K.shape[0], 3))):
+        sol = lu.solve(rhs, transpose)
+        op = K.T if transpose else K
+        assert np.linalg.norm(op @ sol - rhs) <= 1e-14 * np.linalg.norm(rhs)
+        np.testing.assert_allclose(sol, SparseLU(K).solve(rhs, transpose), rtol=0, atol=1e-13)
+    assert lu._own is None  # served by K₀'s factors throughout
+    true = np.linalg.cond(K.toarray(), 1)
+    assert true / 3 <= lu.condition <= 3 * true
+
+
+def test_nearby_lu_declines_a_far_matrix(rng):
+    K0 = _well_conditioned(rng)
+    K = K0.copy()
+    K.data *= 1 + 0.5 * rng.standard_normal(K.data.size)
+    assert NearbyLU.of(SparseLU(K0), K) is None
+
+
+def test_nearby_lu_factors_K_when_refinement_does_not_converge(rng):
+    """A change the acceptance test cannot see (a rank-one E with Ev = 0 for
+    its random vector v) but refinement does: K factors itself, and the
+    solve is still K's."""
+    K0 = _well_conditioned(rng)
+    n = K0.shape[0]
+    v = np.random.default_rng(n).standard_normal(n)  # NearbyLU.of's test vector
+    w = rng.standard_normal(n)
+    w -= (w @ v) / (v @ v) * v
+    K = sp.csc_array(K0 + np.outer(rng.standard_normal(n), w) / np.linalg.norm(w))
+    lu = NearbyLU.of(SparseLU(K0), K)
+    assert lu is not None  # fooled, by construction
+    rhs = rng.standard_normal(n)
+    sol = lu.solve(rhs)
+    assert lu._own is not None
+    assert np.linalg.norm(K @ sol - rhs) <= 1e-13 * np.linalg.norm(rhs)
+    np.testing.assert_allclose(lu.condition, lu._own.condition)

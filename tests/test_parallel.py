@@ -1,0 +1,130 @@
+"""Scheduling of batch items over threads (``conelayers._parallel``).
+
+What is checked is behaviour, not speed: every item is done exactly once,
+``finish`` runs on the calling thread only, errors on any thread reach the
+caller (and leave the shared pool usable), the thread count is the one asked
+for, and the default spreads items only when they are long (``_THREADED_ITEM``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conelayers import _parallel
+
+
+def _run_pipeline(count, jobs, solve_seconds=0.0):
+    solved_on, finished = {}, []
+    caller = threading.get_ident()
+
+    def solve(i):
+        time.sleep(solve_seconds)  # releases the GIL, as the solvers do
+        solved_on[i] = threading.get_ident()
+        return 10 * i
+
+    def finish(i, result):
+        assert threading.get_ident() == caller
+        assert result == 10 * i
+        finished.append(i)
+
+    _parallel.pipeline(solve, finish, count, jobs)
+    return solved_on, finished, caller
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 37])
+def test_pipeline_finishes_every_item_once_on_the_calling_thread(count):
+    solved_on, finished, _ = _run_pipeline(count, None, solve_seconds=0.002)
+    assert sorted(finished) == list(range(count))
+    assert sorted(solved_on) == list(range(count))
+
+
+@pytest.mark.skipif(_parallel.worker_count(None, 2) < 2, reason="needs 2 cores")
+def test_pipeline_solves_ahead_on_a_worker_thread():
+    solved_on, _, caller = _run_pipeline(40, 2, solve_seconds=0.005)
+    threads = set(solved_on.values())
+    assert len(threads) == 2 and caller in threads  # the caller solves when idle
+
+
+def test_pipeline_with_one_job_stays_on_the_calling_thread():
+    solved_on, finished, caller = _run_pipeline(10, 1, solve_seconds=0.001)
+    assert set(solved_on.values()) == {caller}
+    assert finished == list(range(10))
+
+
+@pytest.mark.parametrize("where", ["solve", "finish"])
+def test_pipeline_errors_reach_the_caller_and_leave_the_pool_usable(where):
+    caller = threading.get_ident()
+
+    def solve(i):
+        time.sleep(0.001)
+        # Raise on a worker thread (or on item 5 wherever it runs).
+        if where == "solve" and (i == 5 or threading.get_ident() != caller):
+            raise ValueError(f"solve {i}")
+        return i
+
+    def finish(i, result):
+        if where == "finish" and i == 3:
+            raise ValueError(f"finish {i}")
+
+    with pytest.raises(ValueError, match=where):
+        _parallel.pipeline(solve, finish, 30, 2)
+    solved_on, finished, _ = _run_pipeline(12, 2, solve_seconds=0.001)
+    assert sorted(finished) == list(range(12))
+
+
+def test_pipelines_from_concurrent_callers_all_complete():
+    """More callers than pool threads: each caller solves what no worker takes."""
+    results, errors = {}, []
+
+    def caller(k):
+        try:
+            _, finished, _ = _run_pipeline(25, None, solve_seconds=0.001)
+            results[k] = sorted(finished)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert results == {k: list(range(25)) for k in range(5)}
+
+
+def _for_each_threads(count, jobs, seconds):
+    used = {}
+
+    def fn(i):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:  # holds the GIL, like refinement
+            pass
+        used[i] = threading.get_ident()
+
+    _parallel.for_each(fn, count, jobs)
+    assert sorted(used) == list(range(count))
+    return set(used.values())
+
+
+def test_for_each_default_keeps_short_items_on_the_calling_thread():
+    assert _for_each_threads(20, None, 0.0) == {threading.get_ident()}
+
+
+two_cores = pytest.mark.skipif(_parallel.worker_count(None, 2) < 2, reason="needs 2 cores")
+
+
+@two_cores
+def test_for_each_default_spreads_long_items():
+    # The first item runs on the caller, timed; the rest in two chunks of ~16 ms.
+    threads = _for_each_threads(9, None, 2 * _parallel._THREADED_ITEM)
+    assert len(threads - {threading.get_ident()}) == 2
+
+
+@two_cores
+def test_for_each_explicit_jobs_are_used_as_given():
+    # Items far shorter than _THREADED_ITEM still go to two threads when asked.
+    assert len(_for_each_threads(20, 2, 0.001)) == 2
+    assert _for_each_threads(20, 1, 0.001) == {threading.get_ident()}
