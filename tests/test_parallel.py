@@ -71,7 +71,7 @@ def test_pipeline_errors_reach_the_caller_and_leave_the_pool_usable(where):
 
     with pytest.raises(ValueError, match=where):
         _parallel.pipeline(solve, finish, 30, 2)
-    solved_on, finished, _ = _run_pipeline(12, 2, solve_seconds=0.001)
+    _, finished, _ = _run_pipeline(12, 2, solve_seconds=0.001)
     assert sorted(finished) == list(range(12))
 
 
