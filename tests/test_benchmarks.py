@@ -37,3 +37,20 @@ def test_cluster_row_runs(tmp_path, monkeypatch):
     cluster.main(["--batch", "32", "--repeats", "1"])
     rows = json.loads((tmp_path / "results" / "cluster.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["max_diff"] < 1e-10 for r in rows)
+
+
+def test_gradient_error_is_absolute_where_the_exact_gradient_is_zero():
+    pytest.importorskip("torch")
+    import numpy as np
+
+    import bench
+
+    w = [np.ones((2, 3))]
+    values = [np.zeros((1, 3))]
+    # A locally constant solution: exact gradient at rounding level.
+    zero = (values, [np.full((1, 3), 3e-15)])
+    assert bench.accuracy(zero, [np.zeros((2, 3))], [np.full((2, 3), 5e-15)], w, items=1) \
+        == (0.0, pytest.approx(2e-15), True)
+    regular = (values, [np.full((1, 3), 2.0)])
+    assert bench.accuracy(regular, [np.zeros((2, 3))], [np.full((2, 3), 2.5)], w, items=1) \
+        == (0.0, pytest.approx(0.25), False)
