@@ -41,9 +41,8 @@ def test_cluster_row_runs(tmp_path, monkeypatch):
 
 def test_gradient_error_is_absolute_where_the_exact_gradient_is_zero():
     pytest.importorskip("torch")
-    import numpy as np
-
     import bench
+    import numpy as np
 
     w = [np.ones((2, 3))]
     values = [np.zeros((1, 3))]

@@ -210,3 +210,34 @@ def test_nearby_lu_derivative_matches_a_fresh_factorization(monkeypatch):
     # <dw, J dZ> = <Jᵀ dw, dZ>, item by item.
     np.testing.assert_allclose(np.einsum("bi,bi->b", dw, tangent),
                                np.einsum("bij,bij->b", grad, dZ), rtol=1e-11)
+
+
+def test_refinement_stops_without_a_factorization_when_a_chord_step_is_short_at_rounding(
+        monkeypatch):
+    """Refinement asked to go below N's rounding floor (``_REFINED`` 1e-16):
+    once a chord step falls short at ≤ ``_ROUNDING``, it stops there instead of
+    factoring K for a Newton step that cannot help. Oracle: the same items
+    without that rule (``_ROUNDING`` 0) factor K more often and end no better
+    than rounding."""
+    prob, params, variables = _sparsemax()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(8)
+    values = [rng.standard_normal((8, 20))]
+    factored = []
+    factor = diff.Linearization.factor
+
+    def counting(lin):
+        if lin.K is None:
+            factored.append(lin.relative_residual)
+        factor(lin)
+
+    monkeypatch.setattr(diff.Linearization, "factor", counting)
+    monkeypatch.setattr(diff, "_REFINED", 1e-16)
+    _, stopped, _ = _solve(layer, values)
+    with_rule = len(factored)
+    factored.clear()
+    monkeypatch.setattr(diff, "_ROUNDING", 0.0)
+    _, pressed, _ = _solve(layer, values)
+    assert with_rule < len(factored)
+    assert np.all(stopped.residual <= 1e-13) and np.all(pressed.residual <= 1e-13)
+    np.testing.assert_allclose(stopped.x, pressed.x, atol=1e-12)

@@ -563,3 +563,35 @@ def test_finite_or_failed_downgrades_an_ok_answer_with_nan():
     assert finite_or_failed(failed).status is Status.infeasible
     clean = RawSolution(np.ones(1), np.ones(1), np.ones(1), Status.optimal)
     assert finite_or_failed(clean) is clean
+
+
+def test_clarabel_factors_large_programs_with_faer_unless_told_otherwise(rng, monkeypatch):
+    """From ``_FAER_NNZ`` stored entries the adapter asks Clarabel for its
+    supernodal LDLᵀ (faer, one thread); smaller programs keep QDLDL; an explicit
+    ``direct_solve_method`` wins. Each answer is the planted solution."""
+    import clarabel
+
+    from conelayers._solvers import clarabel as adapter
+
+    layout = ConeLayout.from_dims(zero=0, nonneg=200)
+    big = planted_program(rng, layout, boundary=False)
+    small = planted_program(rng, ConeLayout.from_dims(**LAYOUTS["lp"]), boundary=False)
+    assert big[0].nnz >= adapter._FAER_NNZ > small[0].nnz
+    used = []
+    real = clarabel.DefaultSolver
+    monkeypatch.setattr(clarabel, "DefaultSolver",
+                        lambda *a: used.append(a[-1].direct_solve_method) or real(*a))
+    solver = get_solver("Clarabel")
+    options = solver.translate_options({})  # (at TIGHT, both methods stop AlmostSolved here)
+    default = clarabel.DefaultSettings().direct_solve_method  # "auto": QDLDL
+    cases = [(big, layout, {}, "faer"), (small, ConeLayout.from_dims(**LAYOUTS["lp"]), {}, default),
+             (big, layout, {"direct_solve_method": "qdldl"}, "qdldl")]
+    for (A, b, c, x0, y0, s0), lay, extra, method in cases:
+        prepared = solver.prepare(lay, A.shape[1])
+        if method == "faer" and not prepared[3]:
+            pytest.skip("this Clarabel build has no faer")
+        raw = solver.solve(prepared, A, b, c, {**options, **extra})
+        assert used[-1] == method
+        assert raw.status.ok
+        assert (np.abs(raw.x - x0).max()
+                <= tolerance(raw.status, SOLUTION_TOL) * scale_of(x0, y0, s0))
