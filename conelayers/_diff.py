@@ -118,6 +118,13 @@ _SVD_RCOND = 1e-11
 # evaluations per item (0.2–0.3 ms each, 4.9 per item in all on qp) for
 # 1e-14 → 2e-15, and sometimes a factorization and Newton step that failed.
 _REFINED = 1e-14
+# Largest factorization of K an item keeps from the forward pass to the
+# backward, and between derivative requests; larger ones are formed again for
+# each use. A batch otherwise holds one per item: the 1,024-variable sparse QP
+# (K of order 4,103, 3 million entries in L + U, ~100 MB per item) peaked at
+# 4.4 GB at B = 32, against cvxpylayers' 0.8 GB. The benchmark's other
+# factorizations are at most 1.3 MB (the dense QP's, order 389).
+_KEEP_BYTES = 16 * 2**20
 # Relative residual an LU solve is refined to (``_refined_solve``).
 _SOLVE_RTOL = 1e-15
 
@@ -247,6 +254,17 @@ class Linearization:
             # entries stored; peak RSS at B = 128 was 54 MB against cvxpylayers' 39).
             self.lu.release_matrix()
             self.K = pattern.sparse_of(data)
+
+    def unfactor(self) -> None:
+        """Drop K, its factorization and what was derived from them (a later
+        :meth:`factor` forms them again)."""
+        self.K = self.lu = self.nearby = self._null = self._svd_cache = None
+
+    @property
+    def heavy(self) -> bool:
+        """Whether K's factorization is too large to keep between passes
+        (``_KEEP_BYTES``)."""
+        return self.lu is not None and self.lu.nbytes > _KEEP_BYTES
 
     @property
     def condition(self) -> float:
@@ -640,8 +658,10 @@ def refine(
     # request (Linearization.factor is idempotent): a forward-only call pays
     # for the Newton steps only, and that request may use the LU that gave the
     # last step instead of a new one (NearbyLU).
-    if lin.K is None and base is not None and isinstance(base.lu, SparseLU):
+    if lin.K is None and base is not None and isinstance(base.lu, SparseLU) and not base.heavy:
         lin.nearby = base.lu
+    if lin.heavy:
+        lin.unfactor()  # see _KEEP_BYTES: the derivative forms it again if asked
     return lin
 
 
@@ -874,7 +894,8 @@ class ItemDerivative:
 
     Build with :meth:`at` (optionally from the :class:`Linearization` that
     refinement left behind); then :meth:`jvp` and :meth:`vjp` may be called
-    any number of times: the factorization is computed once and kept.
+    any number of times: the factorization is computed once and kept (callers
+    drop a ``heavy`` one after use, see ``_KEEP_BYTES``).
     """
 
     x: FloatArray
@@ -887,6 +908,7 @@ class ItemDerivative:
     cols: IntArray  # ... and its column index
     solve: Callable[[FloatArray], FloatArray]  # dz with M dz = g
     solve_t: Callable[[FloatArray], FloatArray]  # r with Mᵀ r = h
+    heavy: bool = False  # its factorization is above _KEEP_BYTES: not worth keeping
 
     @classmethod
     def at(
@@ -921,7 +943,8 @@ class ItemDerivative:
             solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
         else:
             solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode)
-        return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, lin.DT, rows, cols, solve, solve_t)
+        return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, lin.DT, rows, cols, solve, solve_t,
+                   heavy=mode is DerivativeMode.exact and lin.heavy)
 
     def jvp(
         self, dA: FloatArray, db: FloatArray, dc: FloatArray

@@ -79,6 +79,11 @@ class DenseLU:
             _ = self.condition
         self.K = None
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the factors."""
+        return int(self._lu.nbytes + self._piv.nbytes)
+
     def pivots(self) -> FloatArray:
         """|diag(U)|: the magnitudes of the LU's pivots."""
         return np.abs(np.diagonal(self._lu))
@@ -121,6 +126,11 @@ class SparseLU:
                     lambda v: lu.solve(v), lambda v: lu.solve(v, trans="T"), self.K.shape[0])
             self._cond = est if np.isfinite(est) else float("inf")
         return self._cond
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the factors: L + U's stored entries (value and row index)."""
+        return 0 if self._lu is None else int(self._lu.nnz) * 12
 
     def solve(self, rhs: FloatArray, transpose: bool = False) -> FloatArray:
         assert self._lu is not None
@@ -172,6 +182,11 @@ class NearbyLU:
     @property
     def singular(self) -> bool:
         return self._own.singular if self._own is not None else False
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the factors in use."""
+        return (self._own or self.base).nbytes
 
     @property
     def condition(self) -> float:

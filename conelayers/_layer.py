@@ -77,9 +77,10 @@ class CvxpyLayer:
         ``dask.distributed.Client.get_executor()``, a Ray executor) in chunks of
         ``chunk_size`` items (default: B/16 rounded up). ``"processes"``: the
         layer's own pool, one worker process per core, shared by all layers
-        (faster than threads with Clarabel and ECOS, which hold the GIL; needs
-        the ``if __name__ == "__main__":`` guard, see README "Scale-out").
-        Default: in this process, items spread over threads.
+        (refinement runs in parallel there, where in this process it runs on one
+        thread beside the solving threads; needs the ``if __name__ ==
+        "__main__":`` guard, see README "Scale-out"). Default: in this process,
+        solves on worker threads, refinement on the calling thread.
 
     Raises
     ------

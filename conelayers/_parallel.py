@@ -1,23 +1,27 @@
 """Scheduling the items of a batch across cores.
 
-Items run in threads, not processes: measured on this 2-core machine, SCS
-and SuperLU/LAPACK release the GIL (1.6-1.9x with 2 threads), Clarabel
-mostly (1.3x), and threads share the layer's structures and the results
-without pickling, where a process pool pays ~1 ms per item to ship data
-(see benchmarks/README of the performance suite). While items run in
-parallel, BLAS is held to one thread per worker: OpenBLAS's own threads on
-matrices this small made a 157×157 LU 70x slower (7 ms instead of 0.1 ms).
+Items run in threads, not processes: measured on this 2-core machine, SCS,
+Clarabel and SuperLU/LAPACK release the GIL (raw Clarabel solves of the
+benchmark problems on two threads: 1.5x–2.2x faster than on one), and threads
+share the layer's structures and the results without pickling, where a process
+pool pays ~1 ms per item to ship data and 4–16 ms per call at B = 1
+(``executor="processes"`` is the opt-in, see :mod:`conelayers._pool`). While items run in parallel,
+BLAS is held to one thread per worker: OpenBLAS's own threads on matrices this
+small made a 157×157 LU 70x slower (7 ms instead of 0.1 ms).
 
-Threads pay only where an item's work has long stretches without the GIL. On
-the benchmark suite (B = 64, this machine, interleaved, per item) the backward
-passes' items (0.2–1.6 ms each: small LU solves and NumPy products, a GIL hand-off
-every few microseconds) were 1.1x–1.8x *slower* on two threads than on one,
-and forward items of 1.2–1.6 ms 7–9 % slower, while the dense QP's items
-(22–52 ms forward, 4 ms backward, Clarabel and LAPACK on matrices of order 389)
-ran 2.3x and 1.5x faster. So with the default thread count the first item runs
-alone and timed, and the rest go to threads only if it took at least
-``_THREADED_ITEM`` seconds; an explicit count (``n_jobs_*``) is used as given.
-"""
+What does not spread over threads is our own refinement and derivative work:
+short NumPy and LAPACK calls, a GIL hand-off every few microseconds. On the
+benchmark suite (B = 64, this machine, interleaved, per item) backward items
+(0.2–1.6 ms each) were 1.1x–1.8x *slower* on two threads than on one, and
+forward items (solve and refine) of 1.2–1.6 ms 7–9 % slower, while the dense
+QP's (22–52 ms forward, 4 ms backward: Clarabel and LAPACK on matrices of order
+389) ran 2.3x and 1.5x faster. Hence two schedules:
+
+* :func:`pipeline` (the forward pass): worker threads solve, the calling thread
+  refines;
+* :func:`for_each` (backward, JVP): with the default thread count the first item
+  runs alone and timed, and the rest go to threads only if it took at least
+  ``_THREADED_ITEM`` seconds. An explicit count (``n_jobs_*``) is used as given."""
 
 from __future__ import annotations
 

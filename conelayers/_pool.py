@@ -1,11 +1,13 @@
 """The layer's own process pool: ``executor="processes"``.
 
-Clarabel's and ECOS's Python bindings hold the GIL while they solve, so the
-default in-process engine gets a second core only for the factorizations.
-Worker processes have no such limit. Measured on this 2-core machine (B = 256,
-interleaved, medians of 3; forward + backward per item): sparsemax 3.44 →
-2.47 ms, the 20-variable QP 3.22 → 2.02 ms, NNLS + l1 (B = 128) 14.2 →
-10.1 ms, with identical values and gradients. It is not the default because
+In this process, refinement and the derivative (short NumPy and LAPACK calls,
+with the GIL held between them) run on one thread, beside threads that solve
+(the solvers release the GIL): see :mod:`conelayers._parallel`. Worker
+processes refine in parallel too. Measured on this 2-core machine against the
+old thread scheme (B = 256, interleaved, medians of 3; forward + backward per
+item): sparsemax 3.44 → 2.47 ms, the 20-variable QP 3.22 → 2.02 ms, NNLS + l1
+(B = 128) 14.2 → 10.1 ms, with identical values and gradients; README
+"Performance" has both columns for the current engine. It is not the default because
 worker processes start by importing the user's main module (the
 ``forkserver`` and ``spawn`` start methods do; ``fork`` is unsafe in a
 process with threads), which requires the ``if __name__ == "__main__":``

@@ -153,7 +153,8 @@ class Solution:
                                                   self.s[i], self.mode, i,
                                                   self._linearizations[i])
                 self._linearizations[i] = None
-                self._derivatives[i] = item
+                if not item.heavy:  # a heavy one is formed again per request (_KEEP_BYTES)
+                    self._derivatives[i] = item
             return item
 
     def _items(self, fn: str, local, first: FloatArray, second: FloatArray,

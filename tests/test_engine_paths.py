@@ -241,3 +241,31 @@ def test_refinement_stops_without_a_factorization_when_a_chord_step_is_short_at_
     assert with_rule < len(factored)
     assert np.all(stopped.residual <= 1e-13) and np.all(pressed.residual <= 1e-13)
     np.testing.assert_allclose(stopped.x, pressed.x, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [_sparsemax, _logistic])
+def test_heavy_factorizations_are_formed_again_instead_of_kept(make, monkeypatch):
+    """Above ``_KEEP_BYTES`` an item keeps no factorization between passes:
+    refinement returns its point unfactored and the solution does not cache
+    the derivative. Oracle: the same batch with everything kept (the default
+    limit); values and gradients agree to rounding, and so do repeated calls."""
+    prob, params, variables = make()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(9)
+    B = 4
+    values = [rng.standard_normal((B, *p.shape)) for p in params]
+    cot = [rng.standard_normal((B, *v.shape)) for v in variables]
+    _, kept, lins = _solve(layer, values)
+    grads_kept = kept.adjoint(*cot)
+    assert all(d is not None for d in kept._derivatives)
+    monkeypatch.setattr(diff, "_KEEP_BYTES", 0)
+    _, light, lins = _solve(layer, values)
+    assert all(lin.K is None and lin.nearby is None for lin in lins)
+    first, again = light.adjoint(*cot), light.adjoint(*cot)
+    assert all(d is None for d in light._derivatives)
+    np.testing.assert_allclose(light.values[0], kept.values[0], rtol=0, atol=1e-13)
+    scale = max(np.abs(g).max() for g in grads_kept)
+    for g, h, k in zip(first, again, grads_kept, strict=True):
+        np.testing.assert_allclose(g, k, rtol=0, atol=1e-12 * scale)
+        # (the second call linearizes at (x, y − s) afresh: equal to rounding)
+        np.testing.assert_allclose(h, g, rtol=0, atol=1e-12 * scale)
