@@ -18,9 +18,10 @@ core. Ours also runs with ``executor="processes"`` (its own pool, a worker per
 core: Clarabel holds the GIL, so threads cannot spread its solves). Both libraries
 run through their PyTorch layers in float64, interleaved in one process; medians over
 ``--repeats`` runs (fewer where one step takes longer than ``--row-seconds``
-allows; the JSON records how many). Construction is timed on a fresh CVXPY
-problem per library (CVXPY caches its canonicalization on the problem object,
-so a second layer built on the same object would be timed without it). The
+allows; the JSON records how many). Construction is the median of 7 interleaved
+builds, each on a fresh CVXPY problem (CVXPY caches its canonicalization on the
+problem object, so a second layer built on the same object would be timed
+without it). The
 ratio column is theirs / ours (> 1: we are faster).
 
 Run:  make bench     (or: python benchmarks/bench.py [--problems a,b] [--quick])
@@ -101,6 +102,7 @@ def reference(bp, values, weights, items=8):
 
 FLOOR_SOLVERS = ("Clarabel", "SCS")
 POOLED = "conelayers+processes"  # ours with executor="processes"
+CONSTRUCT_REPEATS = 7
 
 
 def solver_alone(bp, values, repeats) -> dict[str, float]:
@@ -203,15 +205,23 @@ def run(args) -> list[dict]:
         if Theirs is not None and not args.no_theirs:
             libs["cvxpylayers"] = Theirs
         layers, construct = {}, {}
-        for lib, cls in libs.items():
-            fresh = PROBLEMS[name]()  # CVXPY caches canonicalization on the problem
-            t0 = time.perf_counter()
-            try:
-                layers[lib] = cls(fresh.problem, fresh.parameters, fresh.variables)
-            except Exception as exc:
-                print(f"{name}: {lib} cannot build this layer: {exc}", file=sys.stderr)
-                continue
-            construct[lib] = time.perf_counter() - t0
+        builds: dict[str, list[float]] = {lib: [] for lib in libs}
+        # Construction: the median of CONSTRUCT_REPEATS interleaved builds, each on a
+        # fresh problem (a single build was up to 2 ms off either way, on 5–15 ms).
+        for _ in range(1 if args.quick else CONSTRUCT_REPEATS):
+            for lib, cls in libs.items():
+                if lib in builds and builds[lib] is None:
+                    continue
+                fresh = PROBLEMS[name]()  # CVXPY caches canonicalization on the problem
+                t0 = time.perf_counter()
+                try:
+                    layers[lib] = cls(fresh.problem, fresh.parameters, fresh.variables)
+                except Exception as exc:
+                    print(f"{name}: {lib} cannot build this layer: {exc}", file=sys.stderr)
+                    builds[lib] = None
+                    continue
+                builds[lib].append(time.perf_counter() - t0)
+        construct = {lib: statistics.median(t) for lib, t in builds.items() if t}
         batches = (1, 4) if args.quick else bp.batches
         if args.batches:  # a subset of the problem's own batch sizes
             batches = tuple(B for B in batches if B in args.batches)
