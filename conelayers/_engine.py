@@ -130,6 +130,8 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
     iterations = np.zeros(B, dtype=np.int64)
     residual = np.full(B, np.nan)
     linearizations: list[Linearization | None] = [None] * B
+    if refine > 0:
+        options = solver.for_refinement(options, program.nnz)
     tight = solver.tightened(options)
 
     def refined(i: int, A: CSC, raw: RawSolution) -> Linearization:

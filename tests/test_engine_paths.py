@@ -269,3 +269,27 @@ def test_heavy_factorizations_are_formed_again_instead_of_kept(make, monkeypatch
         np.testing.assert_allclose(g, k, rtol=0, atol=1e-12 * scale)
         # (the second call linearizes at (x, y − s) afresh: equal to rounding)
         np.testing.assert_allclose(h, g, rtol=0, atol=1e-12 * scale)
+
+
+def test_small_programs_are_solved_tighter_only_where_refinement_follows(monkeypatch):
+    """The engine asks the solver for ``for_refinement`` options: Clarabel at
+    ``_SMALL_EPS`` on a small program with refinement on, its own default with
+    ``refine=0`` or an explicit ``eps``."""
+    import clarabel
+
+    from conelayers._solvers import clarabel as adapter
+
+    tols = []
+    real = clarabel.DefaultSolver
+    monkeypatch.setattr(clarabel, "DefaultSolver",
+                        lambda *a: tols.append(a[-1].tol_feas) or real(*a))
+    prob, params, variables = _sparsemax()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    values = [np.random.default_rng(10).standard_normal((2, 20))]
+    own = clarabel.DefaultSettings().tol_feas
+    for solver_args, expected in [({}, adapter._SMALL_EPS), ({"refine": 0}, own),
+                                  ({"eps": 1e-6}, 1e-6)]:
+        tols.clear()
+        sol = layer.solve(*values, solver_args=solver_args)
+        assert tols and all(t == expected for t in tols), (solver_args, tols)
+        assert all(st is conelayers.Status.optimal for st in sol.status)

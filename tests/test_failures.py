@@ -101,11 +101,16 @@ def test_iteration_limit_is_a_failure_with_its_own_status(solver, limit, rng):
     assert np.isnan(sol.values[0]).all()
 
 
+# Clarabel's own default tolerance. (The adapter solves small programs to 1e-11,
+# from which refinement of the item below does not stall.)
+CLARABEL_DEFAULT = {"eps": 1e-8}
+
+
 def _stalling_nnls_item():
-    """An NNLS + l1 item (A 50×20) on which refinement from Clarabel's default
-    answer stalls at a relative residual of 1e-6 (its active set is wrong and no
-    pivot finds the right one; found in the benchmark suite: item 5 of its
-    B = 1,024 batch, seed 0)."""
+    """An NNLS + l1 item (A 50×20) on which refinement from Clarabel's answer at
+    its default tolerance stalls at a relative residual of 1e-6 (its active set
+    is wrong and no pivot finds the right one; found in the benchmark suite:
+    item 5 of its B = 1,024 batch, seed 0)."""
     m, n = 50, 20
     x = cp.Variable(n)
     A, b = cp.Parameter((m, n)), cp.Parameter(m)
@@ -126,7 +131,8 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     solver, prepared = layer._engine.solver("Clarabel")
     program = layer.program
     A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
-    raw = solver.solve(prepared, program.matrix(A_vals[0]), b[0], c[0], dict(solver.defaults))
+    raw = solver.solve(prepared, program.matrix(A_vals[0]), b[0], c[0],
+                       solver.translate_options(CLARABEL_DEFAULT))
     stalled = diff.refine(layer._engine.structure, program.matrix(A_vals[0]), b[0], c[0],
                           raw.x, raw.y, raw.s)
     assert stalled.relative_residual > engine._CERTIFIED
@@ -135,8 +141,11 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     # where x > 0 and is ≥ 0 where x = 0), and SCS at 1e-10 agrees. (CVXPY's own
     # Clarabel and ECOS solves of this item stop `optimal_inaccurate`, with g
     # 3e-3 and 4e-5 off on the support.)
-    sol = layer.solve(*values)
+    sol = layer.solve(*values, solver_args=CLARABEL_DEFAULT)
     assert sol.status == (Status.optimal,) and sol.residual[0] <= 1e-13
+    assert sol.iterations[0] > solver.solve(prepared, program.matrix(A_vals[0]), b[0], c[0],
+                                            solver.translate_options(CLARABEL_DEFAULT)
+                                            ).iterations  # it was solved twice
     x, (A, b) = sol.values[0], values
     g = 2 * A.T @ (A @ x - b) + 0.1
     support = x > 1e-9
@@ -157,6 +166,6 @@ def test_refinement_that_stays_stalled_is_reported_inaccurate(monkeypatch):
     # The tight re-solve is the first solve again: nothing rescues the item.
     monkeypatch.setattr(ClarabelSolver, "tightened", classmethod(lambda cls, native: native))
     with pytest.warns(InaccurateSolutionWarning, match="0"):
-        sol = layer.solve(*values)
+        sol = layer.solve(*values, solver_args=CLARABEL_DEFAULT)
     assert sol.status == (Status.optimal_inaccurate,)
     assert sol.ok[0] and 1e-9 < sol.residual[0] < 1e-3  # values kept, honestly labelled

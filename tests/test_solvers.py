@@ -567,8 +567,9 @@ def test_finite_or_failed_downgrades_an_ok_answer_with_nan():
 
 def test_clarabel_factors_large_programs_with_faer_unless_told_otherwise(rng, monkeypatch):
     """From ``_FAER_NNZ`` stored entries the adapter asks Clarabel for its
-    supernodal LDLᵀ (faer, one thread); smaller programs keep QDLDL; an explicit
-    ``direct_solve_method`` wins. Each answer is the planted solution."""
+    supernodal LDLᵀ (faer, one thread); smaller programs keep QDLDL (and, where
+    refinement follows, ``for_refinement`` solves them to ``_SMALL_EPS``);
+    explicit options win. Each answer is the planted solution."""
     import clarabel
 
     from conelayers._solvers import clarabel as adapter
@@ -577,21 +578,41 @@ def test_clarabel_factors_large_programs_with_faer_unless_told_otherwise(rng, mo
     big = planted_program(rng, layout, boundary=False)
     small = planted_program(rng, ConeLayout.from_dims(**LAYOUTS["lp"]), boundary=False)
     assert big[0].nnz >= adapter._FAER_NNZ > small[0].nnz
-    used = []
+    used, tols = [], []
     real = clarabel.DefaultSolver
     monkeypatch.setattr(clarabel, "DefaultSolver",
-                        lambda *a: used.append(a[-1].direct_solve_method) or real(*a))
+                        lambda *a: used.append(a[-1].direct_solve_method)
+                        or tols.append(a[-1].tol_feas) or real(*a))
+    own_tol = clarabel.DefaultSettings().tol_feas  # 1e-8
     solver = get_solver("Clarabel")
     options = solver.translate_options({})  # (at TIGHT, both methods stop AlmostSolved here)
     default = clarabel.DefaultSettings().direct_solve_method  # "auto": QDLDL
-    cases = [(big, layout, {}, "faer"), (small, ConeLayout.from_dims(**LAYOUTS["lp"]), {}, default),
-             (big, layout, {"direct_solve_method": "qdldl"}, "qdldl")]
-    for (A, b, c, x0, y0, s0), lay, extra, method in cases:
+    lp = ConeLayout.from_dims(**LAYOUTS["lp"])
+    cases = [(big, layout, {}, "faer", own_tol), (small, lp, {}, default, own_tol),
+             (big, layout, {"direct_solve_method": "qdldl"}, "qdldl", own_tol),
+             (small, lp, solver.for_refinement(options, small[0].nnz), default,
+              adapter._SMALL_EPS)]
+    for (A, b, c, x0, y0, s0), lay, extra, method, tol in cases:
         prepared = solver.prepare(lay, A.shape[1])
         if method == "faer" and not prepared[3]:
             pytest.skip("this Clarabel build has no faer")
         raw = solver.solve(prepared, A, b, c, {**options, **extra})
-        assert used[-1] == method
+        assert used[-1] == method and tols[-1] == tol
         assert raw.status.ok
         assert (np.abs(raw.x - x0).max()
                 <= tolerance(raw.status, SOLUTION_TOL) * scale_of(x0, y0, s0))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_for_refinement_tightens_only_small_programs_without_a_given_tolerance(name):
+    cls = type(get_solver(name))
+    quiet = cls.translate_options({})
+    given = cls.translate_options({"eps": 1e-6})
+    if cls.refining_eps is None:  # SCS and ECOS: their own defaults
+        assert cls.for_refinement(quiet, 10) == quiet
+        return
+    targets = cls.portable_options["eps"]
+    small = cls.for_refinement(quiet, cls.refining_max_nnz - 1)
+    assert all(small[t] == cls.refining_eps for t in targets)
+    assert cls.for_refinement(quiet, cls.refining_max_nnz) == quiet
+    assert cls.for_refinement(given, 10) == given

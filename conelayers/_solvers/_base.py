@@ -65,6 +65,10 @@ class AbstractSolver(abc.ABC):
     tight_eps : float
         The tolerance (portable ``eps``) of the re-solve of an item whose
         refinement stalled (see :meth:`tightened`).
+    refining_eps, refining_max_nnz : float or None, int
+        The tolerance for solves whose answers refinement will polish, on
+        programs with fewer than ``refining_max_nnz`` stored entries of A, where
+        the caller set none (see :meth:`for_refinement`); None: the solver's own.
     """
 
     name: ClassVar[str]
@@ -74,6 +78,8 @@ class AbstractSolver(abc.ABC):
     portable_options: ClassVar[Mapping[str, tuple[str, ...]]]
     defaults: ClassVar[Mapping[str, Any]] = {}
     tight_eps: ClassVar[float] = 1e-10
+    refining_eps: ClassVar[float | None] = None
+    refining_max_nnz: ClassVar[int] = 0
 
     @classmethod
     def is_installed(cls) -> bool:
@@ -128,6 +134,18 @@ class AbstractSolver(abc.ABC):
         for target in cls.portable_options.get("eps", ()):
             out[target] = min(float(out.get(target, np.inf)), cls.tight_eps)
         return out
+
+    @classmethod
+    def for_refinement(cls, native: Mapping[str, Any], nnz: int) -> dict[str, Any]:
+        """``native`` options for a solve that refinement will polish: the
+        tolerances (portable ``eps``) at ``refining_eps`` on a program with fewer
+        than ``refining_max_nnz`` stored entries of A, unless ``native`` sets
+        any of them; otherwise ``native`` as it is."""
+        targets = cls.portable_options.get("eps", ())
+        if (cls.refining_eps is None or nnz >= cls.refining_max_nnz
+                or any(t in native for t in targets)):
+            return dict(native)
+        return {**native, **dict.fromkeys(targets, cls.refining_eps)}
 
     @abc.abstractmethod
     def prepare(self, layout: ConeLayout, n: int) -> Any:
