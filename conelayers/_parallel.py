@@ -4,10 +4,11 @@ Items run in threads, not processes: measured on this 2-core machine, SCS,
 Clarabel and SuperLU/LAPACK release the GIL (raw Clarabel solves of the
 benchmark problems on two threads: 1.5x–2.2x faster than on one), and threads
 share the layer's structures and the results without pickling, where a process
-pool pays ~1 ms per item to ship data and 4–16 ms per call at B = 1
-(``executor="processes"`` is the opt-in, see :mod:`conelayers._pool`). While items run in parallel,
-BLAS is held to one thread per worker: OpenBLAS's own threads on matrices this
-small made a 157×157 LU 70x slower (7 ms instead of 0.1 ms).
+pool pays ~1 ms per item to ship data and 4–7 ms per call at B = 1
+(``executor="processes"`` is the opt-in, see :mod:`conelayers._pool`). While
+items run in parallel, BLAS is held to one thread per worker: OpenBLAS's own
+threads on matrices this small made a 157×157 LU 70x slower (7 ms instead of
+0.1 ms).
 
 What does not spread over threads is our own refinement and derivative work:
 short NumPy and LAPACK calls, a GIL hand-off every few microseconds. On the

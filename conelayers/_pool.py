@@ -7,8 +7,8 @@ processes refine in parallel too. Measured on this 2-core machine against the
 old thread scheme (B = 256, interleaved, medians of 3; forward + backward per
 item): sparsemax 3.44 → 2.47 ms, the 20-variable QP 3.22 → 2.02 ms, NNLS + l1
 (B = 128) 14.2 → 10.1 ms, with identical values and gradients; README
-"Performance" has both columns for the current engine. It is not the default because
-worker processes start by importing the user's main module (the
+"Performance" has both columns for the current engine. It is not the default
+because worker processes start by importing the user's main module (the
 ``forkserver`` and ``spawn`` start methods do; ``fork`` is unsafe in a
 process with threads), which requires the ``if __name__ == "__main__":``
 guard of every multiprocessing program, and cost about 2 s to start.

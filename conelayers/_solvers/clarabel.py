@@ -74,8 +74,8 @@ _SMALL_EPS = 1e-11
 
 
 def _has_faer(clarabel: Any) -> bool:
-    """Whether this Clarabel build accepts ``direct_solve_method="faer"`` (its
-    wheels have it from 0.10; the settings check rejects it where not built in)."""
+    """Whether this Clarabel build accepts ``direct_solve_method="faer"`` (a
+    build without it rejects the setting: "Bad value for field")."""
     settings = clarabel.DefaultSettings()
     settings.direct_solve_method, settings.verbose = "faer", False
     try:
