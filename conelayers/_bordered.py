@@ -184,7 +184,8 @@ class BorderedPattern:
                 -S[:, 0, 0], -S[self._tail_cone, 0, 1] * u,  # row ξ_j0
                 -S[:, 1, 0], -S[self._tail_cone, 1, 1] * u,  # row ξ_j1
             ]
-        return np.bincount(self._slot, weights=np.concatenate(parts), minlength=self.nnz)
+        return np.bincount(self._slot, weights=np.concatenate(parts),
+                           minlength=self.nnz).astype(np.float64, copy=False)
 
     def schur(self, K: sp.csc_array | FloatArray) -> FloatArray:
         """The bordered K itself (dense), eliminating the SOC unknowns ξ (for tests)."""

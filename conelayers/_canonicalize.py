@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import cvxpy as cp
 import numpy as np
@@ -146,7 +146,7 @@ def canonicalize(
 
     # -- R --------------------------------------------------------------------
     var_id_map = {k: v[0] for k, v in chain.compose_var_id_map().items()}
-    sizes = {v.id: v.size for v in param_prob.variables}
+    sizes = {v.id: v.size for v in cast(list, param_prob.variables)}  # an attribute here
     primal_ids = {v.id for v in problem.variables()}
     duals = _dual_owners(problem)
     probes = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
 import cvxpy as cp
 
@@ -219,7 +219,7 @@ def _check_executor(value: Any, name: str) -> Executor | None:
             f"e.g. ProcessPoolExecutor() or a Dask client's get_executor(), or "
             f"{PROCESSES!r} (the layer's own process pool, one worker per core); got {got}."
         )
-    return value
+    return cast("Executor | None", value)
 
 
 def _check_bool(value: Any, name: str) -> bool:
