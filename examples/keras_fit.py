@@ -20,6 +20,7 @@ def main(full: bool = False) -> list[float]:
 
     from conelayers.tensorflow import KerasCvxpyLayer
 
+    keras.utils.set_random_seed(0)  # the Dense layer's initial weights: a reproducible run
     rng = np.random.default_rng(0)
     classes, features, samples, epochs = (5, 8, 512, 20) if full else (3, 4, 64, 6)
     z = cp.Parameter(classes)
