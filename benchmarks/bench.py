@@ -205,12 +205,12 @@ def run(args) -> list[dict]:
         if Theirs is not None and not args.no_theirs:
             libs["cvxpylayers"] = Theirs
         layers, construct = {}, {}
-        builds: dict[str, list[float]] = {lib: [] for lib in libs}
+        builds: dict[str, list[float] | None] = {lib: [] for lib in libs}  # None: failed
         # Construction: the median of CONSTRUCT_REPEATS interleaved builds, each on a
         # fresh problem (a single build was up to 2 ms off either way, on 5–15 ms).
         for _ in range(1 if args.quick else CONSTRUCT_REPEATS):
             for lib, cls in libs.items():
-                if lib in builds and builds[lib] is None:
+                if builds[lib] is None:
                     continue
                 fresh = PROBLEMS[name]()  # CVXPY caches canonicalization on the problem
                 t0 = time.perf_counter()

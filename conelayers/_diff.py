@@ -242,6 +242,7 @@ class Linearization:
             # of K's small orders costs about the refinement sweeps it would save
             # (sparsemax, QP, SDP: no change measured), so it is not reused.
             reused = NearbyLU.of(nearby, self.K) if nearby is not None else None
+            del nearby  # (declined: not held while K factors itself)
             self.lu = reused if reused is not None else SparseLU(self.K)
             return
         self.K = pattern.dense_of(data)

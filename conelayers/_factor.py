@@ -149,8 +149,10 @@ _NEARBY_ACCEPT = 1e-12
 
 
 class NearbyLU:
-    """The LU of a nearby matrix K₀ serving K's solves, by iterative refinement
-    against K itself (Wilkinson's refinement with an inexact factorization).
+    """The SuperLU factors of a nearby matrix K₀ serving K's solves, by iterative
+    refinement against K itself (Wilkinson's refinement with an inexact
+    factorization). Sparse only: a dense LU of the orders where K is dense costs
+    about what the sweeps cost (measured, see ``Linearization.factor``).
 
     With E = I − K₀⁻¹K and ρ = ‖E‖ < 1, the iterates x ← x + K₀⁻¹(b − Kx)
     converge to K⁻¹b with error ρᵏ: the solves are K's to rounding (each is
@@ -165,12 +167,12 @@ class NearbyLU:
     factorization (measured in the CHANGELOG's entry for this class).
     """
 
-    def __init__(self, base: DenseLU | SparseLU, K: sp.csc_array, contraction: float) -> None:
+    def __init__(self, base: SparseLU, K: sp.csc_array, contraction: float) -> None:
         self.base, self.K, self._rho = base, K, contraction
-        self._own: DenseLU | SparseLU | None = None
+        self._own: SparseLU | None = None
 
     @classmethod
-    def of(cls, base: DenseLU | SparseLU, K: sp.csc_array) -> NearbyLU | None:
+    def of(cls, base: SparseLU, K: sp.csc_array) -> NearbyLU | None:
         """``base``'s LU for K, or None where it is not close enough to converge fast."""
         if base.singular:
             return None
@@ -215,8 +217,7 @@ class NearbyLU:
         # Slower convergence than the estimate promised: K factors itself.
         # (Later solves see ``singular`` where that LU is; this one keeps its best
         # effort, whose residual the caller checks.)
-        self._own = (DenseLU(self.K.toarray()) if isinstance(self.base, DenseLU)
-                     else SparseLU(self.K))
+        self._own = SparseLU(self.K)
         return sol if self._own.singular else self._own.solve(rhs, transpose)
 
 
