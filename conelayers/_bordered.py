@@ -33,7 +33,18 @@ from ._dproj import DualProjection
 from ._factor import use_dense
 from ._typing import FloatArray, IntArray
 
-__all__ = ["BorderedPattern"]
+__all__ = ["BorderedPattern", "segment_sums"]
+
+
+def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
+    """Row k of the result is ``np.bincount(keys, weights=weights[k],
+    minlength=size)``: all B rows (``weights`` is (B, len(keys))) in one call,
+    with the same sums in the same order as row by row."""
+    B = weights.shape[0]
+    if B == 1:
+        return np.bincount(keys, weights=weights[0], minlength=size)[None]
+    flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
+    return np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
 
 
 def _expand_pairs(keys_a: IntArray, keys_b: IntArray, n_keys: int) -> tuple[IntArray, IntArray]:
@@ -152,6 +163,10 @@ class BorderedPattern:
         out[self._flat] = data
         return out.reshape((order, order), order="F")
 
+    def data_of(self, K: FloatArray) -> FloatArray:
+        """The values on the pattern of a dense K (:meth:`dense_of`'s inverse)."""
+        return K.ravel(order="F")[self._flat]
+
     def sparse_of(self, data: FloatArray) -> sp.csc_array:
         """K as a CSC array from its values on the pattern (no copy)."""
         return sp.csc_array((data, self.indices, self.indptr), shape=(self.order, self.order))
@@ -159,33 +174,44 @@ class BorderedPattern:
     def values(self, A_vals: FloatArray, b: FloatArray, c: FloatArray, D_vals: FloatArray,
                pi: FloatArray, z: FloatArray) -> FloatArray:
         """K's values on the fixed pattern (CSC order) at one point."""
-        block, u, S = self.dproj.split(D_vals)
+        return self.values_many(A_vals[None], b[None], c[None], D_vals[None], pi[None],
+                                z[None])[0]
+
+    def values_many(self, A_vals: FloatArray, b: FloatArray, c: FloatArray,
+                    D_vals: FloatArray, pi: FloatArray, z: FloatArray) -> FloatArray:
+        """:meth:`values` at B points at once: every argument has one row per
+        point; returns (B, nnz)."""
+        B = A_vals.shape[0]
+        dproj = self.dproj
+        nb, nt, q = dproj.nblock, dproj.tail_rows.size, dproj.q
+        block = D_vals[:, :nb]
+        wide = lambda a: np.broadcast_to(a, (B, a.size))  # noqa: E731
         parts = [
-            A_vals[self._ad_a] * block[self._ad_d],  # AᵀD (block part)
+            A_vals[:, self._ad_a] * block[:, self._ad_d],  # AᵀD (block part)
             -A_vals,  # −A
             -block,  # −D (with the identity below: I − D)
-            self._ones_m,
+            wide(self._ones_m),
             c,  # c column
             b,  # b column
             -c,  # −cᵀ row
-            -b[self._rd] * block,  # −bᵀD row
+            -b[:, self._rd] * block,  # −bᵀD row
             pi,  # border column Π(z)
             z,  # border row zᵀ
         ]
-        if self.dproj.q:
-            q = self.dproj.q
-            tails = self.dproj.tail_rows
-            ut = u[self._a_tail_pos]
+        if q:
+            u = D_vals[:, nb:nb + nt]
+            S = D_vals[:, nb + nt:].reshape(B, q, 2, 2)
+            tails, tcone = dproj.tail_rows, self._tail_cone
+            ones_q = wide(np.ones(q))
             parts += [
-                A_vals[self._a_head], A_vals[self._a_tail] * ut,  # AᵀW₀, AᵀW₁
-                -np.ones(q), -u,  # −W₀, −W₁
-                -b[self._heads], -b[tails] * u,  # −bᵀW₀, −bᵀW₁
-                np.ones(q), np.ones(q),  # identity on ξ
-                -S[:, 0, 0], -S[self._tail_cone, 0, 1] * u,  # row ξ_j0
-                -S[:, 1, 0], -S[self._tail_cone, 1, 1] * u,  # row ξ_j1
+                A_vals[:, self._a_head], A_vals[:, self._a_tail] * u[:, self._a_tail_pos],
+                -ones_q, -u,  # −W₀, −W₁
+                -b[:, self._heads], -b[:, tails] * u,  # −bᵀW₀, −bᵀW₁
+                ones_q, ones_q,  # identity on ξ
+                -S[:, :, 0, 0], -S[:, tcone, 0, 1] * u,  # row ξ_j0
+                -S[:, :, 1, 0], -S[:, tcone, 1, 1] * u,  # row ξ_j1
             ]
-        return np.bincount(self._slot, weights=np.concatenate(parts),
-                           minlength=self.nnz).astype(np.float64, copy=False)
+        return segment_sums(np.concatenate(parts, axis=1), self._slot, self.nnz)
 
     def schur(self, K: sp.csc_array | FloatArray) -> FloatArray:
         """The bordered K itself (dense), eliminating the SOC unknowns ξ (for tests)."""

@@ -68,14 +68,15 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ._bordered import BorderedPattern
+from ._bordered import BorderedPattern, segment_sums
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning, ParameterError
 from ._factor import DenseLU, NearbyLU, SparseLU, dense
 from ._typing import CSC, FloatArray, IntArray
 
-__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine"]
+__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine",
+           "refine_many"]
 
 
 class DerivativeMode(enum.Enum):
@@ -184,6 +185,7 @@ class Linearization:
     # (the previous refinement iterate), from which they are found without an SVD.
     _null: _NullBasis | None = field(default=None, repr=False)
     hint: _NullBasis | None = field(default=None, repr=False)
+    _relative: float | None = field(default=None, repr=False)  # see relative_residual
 
     @classmethod
     def at(
@@ -191,21 +193,8 @@ class Linearization:
         v: FloatArray, index: int = 0,
     ) -> Linearization:
         """Evaluate N and DΠ at z = (x, v, 1) (no factorization yet)."""
-        proj, D_vals = structure.dproj(v)
-        pi = np.concatenate([x, proj, [1.0]])
-        z = np.concatenate([x, v, [1.0]])
-        # Aᵀy on A's CSC arrays: ``A.T @ proj`` builds a transposed SciPy array
-        # per call (0.16 ms of the 0.57 ms per call on sparsemax, n = 50).
-        Aty = np.bincount(structure.a_cols, weights=A.data * proj[structure.a_rows],
-                          minlength=x.size)
-        Ax, cx, by = A @ x, c @ x, b @ proj
-        Qpi = np.concatenate([Aty + c, b - Ax, [-cx - by]])
-        # Each block of N relative to the size of what it balances (as SCS
-        # measures its own residuals): dual Aᵀy + c, primal b − Ax − s, gap.
-        big = lambda *arrays: 1.0 + max(float(np.abs(a).max(initial=0.0)) for a in arrays)  # noqa: E731
-        scales = np.array([big(Aty, c), big(b, Ax), 1.0 + abs(cx) + abs(by)])
-        return cls(structure, A, b, c, x, proj, proj - v, pi, z, D_vals, Qpi - pi + z,
-                   scales, index=index)
+        return _linearizations(structure, [A], A.data[None], b[None], c[None], x[None],
+                               v[None], [index])[0]
 
     @property
     def residual_norm(self) -> float:
@@ -215,12 +204,12 @@ class Linearization:
     @property
     def relative_residual(self) -> float:
         """The largest of the dual, primal and gap residuals, each relative to its
-        own scale: the measure refinement decreases and certificates bound."""
-        n, N = self.x.size, self.residual.size
-        r = self.residual
-        return max(float(np.abs(r[:n]).max(initial=0.0)) / self.scales[0],
-                   float(np.abs(r[n:N - 1]).max(initial=0.0)) / self.scales[1],
-                   abs(float(r[-1])) / self.scales[2])
+        own scale: the measure refinement decreases and certificates bound
+        (computed with the point, see :func:`_evaluate`)."""
+        if self._relative is None:
+            self._relative = float(_relative_residuals(self.residual[None], self.scales[None],
+                                                       self.x.size)[0])
+        return self._relative
 
     def D(self, x: FloatArray) -> FloatArray:
         return self.structure.dproj.matvec(self.D_vals, x)
@@ -228,12 +217,19 @@ class Linearization:
     def DT(self, x: FloatArray) -> FloatArray:
         return self.structure.dproj.rmatvec(self.D_vals, x)
 
-    def factor(self) -> None:
-        """Form K = [[M, Π(z)], [zᵀ, 0]] and its LU (idempotent)."""
+    def factor(self, data: FloatArray | None = None, *, compact: bool = True) -> None:
+        """Form K = [[M, Π(z)], [zᵀ, 0]] and its LU (idempotent).
+
+        ``data``: K's values on its pattern, where already computed
+        (:func:`refine_many` computes a batch's at once). ``compact=False``
+        leaves a regular dense K dense (refinement's own iterates, dropped
+        after their step); see :meth:`compact`.
+        """
         if self.K is not None:
             return
         pattern = self.structure.pattern
-        data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
+        if data is None:
+            data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
             nearby, self.nearby = self.nearby, None
@@ -247,14 +243,23 @@ class Linearization:
             return
         self.K = pattern.dense_of(data)
         self.lu = DenseLU(self.K)
-        if self.regular:
-            # The solves need only the LU, and the residual products of their
-            # iterative refinement only K's stored entries (the degenerate paths
-            # keep the dense K). CSC instead of dense halves what every item holds
-            # for the backward pass (sparsemax, K of order 158: 6 % of 25,000
-            # entries stored; peak RSS at B = 128 was 54 MB against cvxpylayers' 39).
+        if compact:
+            self.compact()
+
+    def compact(self) -> None:
+        """Hold a regular dense K by its stored entries only.
+
+        The solves need only the LU, and the residual products of their
+        iterative refinement only K's stored entries (the degenerate paths
+        keep the dense K). CSC instead of dense halves what every item holds
+        for the backward pass (sparsemax, K of order 158: 6 % of 25,000
+        entries stored; peak RSS at B = 128 was 54 MB against cvxpylayers' 39).
+        """
+        K = self.K
+        if isinstance(K, np.ndarray) and isinstance(self.lu, DenseLU) and self.regular:
+            pattern = self.structure.pattern
             self.lu.release_matrix()
-            self.K = pattern.sparse_of(data)
+            self.K = pattern.sparse_of(pattern.data_of(K))
 
     def unfactor(self) -> None:
         """Drop K, its factorization and what was derived from them (a later
@@ -408,6 +413,68 @@ class Linearization:
         dx = du - dw * self.x
         dy = np.stack([self.D(row) for row in dv]) - dw * self.y if len(dv) else dv
         return np.concatenate([dx, dy], axis=1)
+
+
+def _evaluate(structure: Structure, A_vals: FloatArray, b: FloatArray, c: FloatArray,
+              x: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
+    """N and DΠ at z = (x, v, 1) for B points of one program at once (rows of
+    every argument; ``A_vals`` on A's fixed pattern): ``(proj, D_vals, pi, z,
+    residual, scales, relative residual)``, each with one row per point.
+
+    One point costs the same NumPy calls as B of them: refinement evaluates
+    a whole batch's iterates together (:func:`refine_many`).
+    """
+    (B, n), m = x.shape, v.shape[1]
+    proj, D_vals = structure.dproj.batch(v)
+    rows, cols = structure.a_rows, structure.a_cols
+    # Aᵀy and Ax on A's CSC arrays (no SciPy matrix per point).
+    Aty = segment_sums(A_vals * proj[:, rows], cols, n)
+    Ax = segment_sums(A_vals * x[:, cols], rows, m)
+    cx, by = (c * x).sum(axis=1), (b * proj).sum(axis=1)
+    pi = np.empty((B, n + m + 1))
+    pi[:, :n], pi[:, n:-1], pi[:, -1] = x, proj, 1.0
+    z = pi.copy()
+    z[:, n:-1] = v
+    Qpi = np.empty_like(pi)
+    Qpi[:, :n], Qpi[:, n:-1], Qpi[:, -1] = Aty + c, b - Ax, -cx - by
+    # Each block of N relative to the size of what it balances (as SCS
+    # measures its own residuals): dual Aᵀy + c, primal b − Ax − s, gap.
+    scales = np.empty((B, 3))
+    top = lambda a: np.abs(a).max(axis=1, initial=0.0)  # noqa: E731
+    scales[:, 0] = np.maximum(top(Aty), top(c))
+    scales[:, 1] = np.maximum(top(b), top(Ax))
+    scales[:, 2] = np.abs(cx) + np.abs(by)
+    scales += 1.0
+    residual = Qpi - pi + z
+    return proj, D_vals, pi, z, residual, scales, _relative_residuals(residual, scales, n)
+
+
+def _relative_residuals(residual: FloatArray, scales: FloatArray, n: int) -> FloatArray:
+    """Per row: the largest of the dual, primal and gap blocks of N, each
+    divided by its scale (:attr:`Linearization.relative_residual`)."""
+    top = lambda a: np.abs(a).max(axis=1, initial=0.0)  # noqa: E731
+    return np.maximum(np.maximum(top(residual[:, :n]) / scales[:, 0],
+                                 top(residual[:, n:-1]) / scales[:, 1]),
+                      np.abs(residual[:, -1]) / scales[:, 2])
+
+
+def _linearizations(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
+                    c: FloatArray, x: FloatArray, v: FloatArray,
+                    indices: list[int]) -> list[Linearization]:
+    """:meth:`Linearization.at` for B points at once (rows; ``As[k]`` is A of
+    row k, ``A_vals`` their values)."""
+    return _wrap(structure, As, b, c, x, v, _evaluate(structure, A_vals, b, c, x, v), indices)
+
+
+def _wrap(structure: Structure, As: list[CSC], b: FloatArray, c: FloatArray, x: FloatArray,
+          v: FloatArray, evaluated: tuple[FloatArray, ...],
+          indices: list[int]) -> list[Linearization]:
+    """One Linearization per row of :func:`_evaluate`'s result."""
+    proj, D_vals, pi, z, residual, scales, relative = evaluated
+    return [Linearization(structure, As[k], b[k], c[k], x[k], proj[k], proj[k] - v[k], pi[k],
+                          z[k], D_vals[k], residual[k], scales[k], index=indices[k],
+                          _relative=float(relative[k]))
+            for k in range(x.shape[0])]
 
 
 @dataclass(frozen=True, eq=False)
@@ -636,7 +703,7 @@ def refine(
                 # factorization and a step that failed). The point stands.
                 break
         base = None
-        lin.factor()
+        lin.factor(compact=False)  # (an iterate: dropped after its step)
         steps += 1
         try:
             trial, extra = _step(structure, lin, budget=max_steps - steps, index=index)
@@ -661,13 +728,151 @@ def refine(
     # last step instead of a new one (NearbyLU).
     if lin.K is None and base is not None and isinstance(base.lu, SparseLU) and not base.heavy:
         lin.nearby = base.lu
-    if lin.heavy:
-        lin.unfactor()  # see _KEEP_BYTES: the derivative forms it again if asked
+    _keep(lin)
     return lin
+
+
+def _keep(lin: Linearization) -> None:
+    """Prepare the point refinement returns for keeping until the derivative:
+    K compact (:meth:`Linearization.compact`), or not kept at all where its
+    factorization is heavy (``_KEEP_BYTES``: the derivative forms it again)."""
+    if lin.heavy:
+        lin.unfactor()
+    else:
+        lin.compact()
 
 
 # Chord steps (Newton with the last factored K) allowed per refinement.
 _CHORD_MAX = 3
+
+# Largest programs whose items are refined together (:func:`refine_many`),
+# in stored entries of A and order of K. Above, per-item overhead is a small
+# part of refinement and the batch's arrays outgrow the caches: the dense QP
+# (32,770 entries, order 391) refined 24 % slower together than one by one
+# (16 items). And the batch holds every item's LU at once, where :func:`refine`
+# holds one (the sparse QP's SuperLU factors, order 4,103, ~100 MB each).
+_MANY_MAX_NNZ = 10_000
+_MANY_MAX_ORDER = 1000
+
+
+def refine_many(
+    structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray, c: FloatArray,
+    x: FloatArray, y: FloatArray, s: FloatArray, *, max_steps: int = 3,
+    indices: list[int],
+) -> list[Linearization]:
+    """:func:`refine` for several items of one program (rows of the arrays;
+    ``As[k]`` is item k's A, ``A_vals`` the values of all): the same steps,
+    taken together.
+
+    Refinement of a small program is a few dozen NumPy calls per residual
+    evaluation, on arrays of a few hundred entries: per item, call overhead
+    is most of its cost (QP, n = 20: 0.5 ms, of which the LU and its solves
+    are ~0.05 ms). Here every evaluation of N covers all the items that take
+    a step (:func:`_evaluate`); what stays per item is the LU and its solves.
+    The path is :func:`refine`'s main one: the start, Newton steps with the
+    LU of a regular K, chord steps. An item that leaves it (K singular or
+    ill-conditioned, a Newton step that falls short above rounding level:
+    where :func:`refine` tries pivots and least squares) is refined again
+    from the solver's answer by :func:`refine` itself, so every item ends
+    where :func:`refine` would take it.
+    """
+    B = len(As)
+    if B == 0:
+        return []
+    if structure.pattern.order > _MANY_MAX_ORDER or structure.a_rows.size > _MANY_MAX_NNZ:
+        return [refine(structure, As[k], b[k], c[k], x[k], y[k], s[k], max_steps=max_steps,
+                       index=indices[k]) for k in range(B)]
+    lins = _start_many(structure, As, A_vals, b, c, x, y, s, indices)
+    steps, chords = [0] * B, [0] * B
+    base: list[Linearization | None] = [None] * B
+    stopped, alone = [False] * B, [False] * B
+
+    def running(k: int) -> bool:
+        return (not (stopped[k] or alone[k]) and steps[k] < max_steps
+                and lins[k].relative_residual > _REFINED)
+
+    active = [k for k in range(B) if running(k)]
+    while active:
+        moves: list[tuple[int, FloatArray, bool]] = []  # (item, new z, chord step?)
+        newton = [k for k in active if base[k] is None or chords[k] >= _CHORD_MAX]
+        data = _values_many(structure, [lins[k] for k in newton])
+        for k in active:
+            lin, prior = lins[k], base[k]
+            if prior is not None and chords[k] < _CHORD_MAX:
+                assert prior.lu is not None and prior.K is not None
+                full = np.zeros(prior.K.shape[0])
+                full[: lin.z.size] = -lin.residual
+                with np.errstate(all="ignore"):
+                    moves.append((k, lin.z + prior.lu.solve(full)[: lin.z.size], True))
+                continue
+            base[k] = None
+            lin.factor(data[newton.index(k)], compact=False)
+            steps[k] += 1
+            assert lin.lu is not None and lin.K is not None
+            if lin.lu.singular or (lin.K.shape[0] <= _DENSE_LSTSQ_MAX
+                                   and lin.condition > _COND_LIMIT):
+                alone[k] = True  # least squares and pivots: refine's own path
+                continue
+            moves.append((k, lin.z + _newton_direction(lin, least_squares=False), False))
+        trials = _points_many(structure, [lins[k] for k, _, _ in moves],
+                              [z for _, z, _ in moves])
+        for (k, _, chord), trial in zip(moves, trials, strict=True):
+            lin = lins[k]
+            if trial is not None and trial.relative_residual <= _DECISIVE * lin.relative_residual:
+                if chord:
+                    chords[k] += 1
+                else:
+                    base[k] = lin  # a plain LU Newton step: its LU serves chord steps
+                lins[k] = trial
+            elif lin.relative_residual <= _ROUNDING:
+                stopped[k] = True  # short at N's rounding level: the point stands
+            elif chord:
+                base[k] = None  # the next round factors K here
+            else:
+                alone[k] = True  # refine would try pivots now
+        active = [k for k in range(B) if running(k)]
+    for k in range(B):
+        if alone[k]:
+            lins[k] = refine(structure, As[k], b[k], c[k], x[k], y[k], s[k],
+                             max_steps=max_steps, index=indices[k])
+            continue
+        lin, prior = lins[k], base[k]
+        if lin.K is None and prior is not None and isinstance(prior.lu, SparseLU) \
+                and not prior.heavy:
+            lin.nearby = prior.lu
+        _keep(lin)
+    return lins
+
+
+def _values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:
+    """K's values on its pattern at several points of one program (rows)."""
+    if not lins:
+        return np.zeros((0, structure.pattern.nnz))
+    rows = lambda f: np.stack([getattr(lin, f) for lin in lins])  # noqa: E731
+    return structure.pattern.values_many(np.stack([lin.A.data for lin in lins]), rows("b"),
+                                         rows("c"), rows("D_vals"), rows("pi"), rows("z"))
+
+
+def _points_many(structure: Structure, lins: list[Linearization],
+                 zs: list[FloatArray]) -> list[Linearization | None]:
+    """:func:`_point` for several items at once: the linearization of item
+    ``lins[k]``'s program at ``zs[k]`` normalized to w = 1, None where not
+    finite with w > 0."""
+    out: list[Linearization | None] = [None] * len(lins)
+    keep = [k for k, z in enumerate(zs) if np.isfinite(z).all() and z[-1] > 0]
+    if not keep:
+        return out
+    n = lins[0].x.size
+    Z = np.stack([zs[k] / zs[k][-1] for k in keep])
+    group = [lins[k] for k in keep]
+    new = _linearizations(structure, [lin.A for lin in group],
+                          np.stack([lin.A.data for lin in group]),
+                          np.stack([lin.b for lin in group]), np.stack([lin.c for lin in group]),
+                          Z[:, :n], Z[:, n:-1], [lin.index for lin in group])
+    for k, lin in zip(keep, new, strict=True):
+        out[k] = lin
+    return out
+
 
 
 def _chord_step(structure: Structure, base: Linearization, lin: Linearization,
@@ -719,18 +924,32 @@ def _start(structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatA
     complementary, as SCS's are) v = y − s. (Other cones keep y − s: their
     pieces are not a sign per row.)
     """
+    return _start_many(structure, [A], A.data[None], b[None], c[None], x[None], y[None],
+                       s[None], [index])[0]
+
+
+def _start_many(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
+                c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray,
+                indices: list[int]) -> list[Linearization]:
+    """:func:`_start` for B items at once (rows of the arrays)."""
     v = y - s
-    plain = Linearization.at(structure, A, b, c, x, v, index)
+    evaluated = _evaluate(structure, A_vals, b, c, x, v)
+    scales = evaluated[5]
     rows = structure.dproj.nonneg
-    sigma_d, sigma_p = plain.scales[0], plain.scales[1]
-    scaled = y[rows] / sigma_d - s[rows] / sigma_p
-    if np.array_equal(scaled > 0, v[rows] > 0):
-        return plain
-    v = v.copy()
-    v[rows] = sigma_d * np.maximum(scaled, 0.0) - sigma_p * np.maximum(-scaled, 0.0)
-    balanced = Linearization.at(structure, A, b, c, x, v, index)
-    decisive = balanced.relative_residual <= _DECISIVE * plain.relative_residual
-    return balanced if decisive else plain
+    scaled = y[:, rows] / scales[:, :1] - s[:, rows] / scales[:, 1:2]
+    starts = _wrap(structure, As, b, c, x, v, evaluated, indices)
+    differ = np.flatnonzero(~np.all((scaled > 0) == (v[:, rows] > 0), axis=1))
+    if differ.size:
+        vb = v[differ].copy()
+        sd, sp_ = scales[differ, :1], scales[differ, 1:2]
+        vb[:, rows] = sd * np.maximum(scaled[differ], 0.0) - sp_ * np.maximum(-scaled[differ], 0.0)
+        balanced = _linearizations(structure, [As[k] for k in differ], A_vals[differ],
+                                   b[differ], c[differ], x[differ], vb,
+                                   [indices[k] for k in differ])
+        for k, bal in zip(differ, balanced, strict=True):
+            if bal.relative_residual <= _DECISIVE * starts[k].relative_residual:
+                starts[k] = bal
+    return starts
 
 
 # A step is kept when it lowers the relative residual at least by this factor.
@@ -802,7 +1021,7 @@ def _step(structure: Structure, lin: Linearization, *, budget: int,
             if across is None:
                 continue
             used += 1
-            across.factor()
+            across.factor(compact=False)
             assert across.lu is not None
             step = _newton_direction(across, least_squares=across.lu.singular)
             pivoted = _point(structure, across, across.z + step, index)

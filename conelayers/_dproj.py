@@ -101,32 +101,35 @@ def _soc_lowrank(v: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, Flo
     return proj, delta, u, S
 
 
-def _psd_block(v: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
-    """Projection and Jacobian (in svec coordinates) for one PSD cone."""
+def _psd_blocks(V: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
+    """Projections (B, d) and Jacobians (B, d, d), in svec coordinates, for one
+    PSD cone at B points (rows of ``V``)."""
     rows, cols = svec_indices(order)
     diag = rows == cols
-    X = np.zeros((order, order))
-    X[rows, cols] = np.where(diag, v, v / math.sqrt(2.0))
-    X[cols, rows] = X[rows, cols]
+    B = V.shape[0]
+    X = np.zeros((B, order, order))
+    X[:, rows, cols] = np.where(diag, V, V / math.sqrt(2.0))
+    X[:, cols, rows] = X[:, rows, cols]
     lam, Q = np.linalg.eigh(X)
     lam_pos = np.maximum(lam, 0.0)
 
-    P = (Q * lam_pos) @ Q.T
-    proj = P[rows, cols] * np.where(diag, 1.0, math.sqrt(2.0))
+    P = (Q * lam_pos[:, None, :]) @ Q.transpose(0, 2, 1)
+    proj = P[:, rows, cols] * np.where(diag, 1.0, math.sqrt(2.0))
 
     # B_ij = (λᵢ⁺ − λⱼ⁺)/(λᵢ − λⱼ), with the limit 1{λ > 0} on (near-)ties.
-    dl = lam[:, None] - lam[None, :]
-    dp = lam_pos[:, None] - lam_pos[None, :]
-    tie = np.abs(dl) <= 1e-14 * max(1.0, float(np.abs(lam).max()))
+    dl = lam[:, :, None] - lam[:, None, :]
+    dp = lam_pos[:, :, None] - lam_pos[:, None, :]
+    scale = np.maximum(1.0, np.abs(lam).max(axis=1, initial=0.0))[:, None, None]
+    tie = np.abs(dl) <= 1e-14 * scale
     safe = np.where(tie, 1.0, dl)
-    B = np.where(tie, (lam[:, None] > 0) * 1.0, dp / safe)
+    Bm = np.where(tie, (lam[:, :, None] > 0) * 1.0, dp / safe)
     # Where both eigenvalues are positive B = 1 and both negative B = 0 exactly.
     # G[r] is svec of (eᵣ-basis) in the eigenbasis: G[r, p, q] = ⟨Eᵣ, q_p q_qᵀ⟩.
-    Qr, Qc = Q[rows], Q[cols]  # (d, k)
-    G = Qr[:, :, None] * Qc[:, None, :]
-    G = np.where(diag[:, None, None], G, (G + G.transpose(0, 2, 1)) / math.sqrt(2.0))
-    Gf = G.reshape(len(rows), -1)
-    jac = (Gf * B.reshape(1, -1)) @ Gf.T
+    Qr, Qc = Q[:, rows], Q[:, cols]  # (B, d, k)
+    G = Qr[:, :, :, None] * Qc[:, :, None, :]
+    G = np.where(diag[None, :, None, None], G, (G + G.transpose(0, 1, 3, 2)) / math.sqrt(2.0))
+    Gf = G.reshape(B, len(rows), -1)
+    jac = (Gf * Bm.reshape(B, 1, -1)) @ Gf.transpose(0, 2, 1)
     return proj, jac
 
 
@@ -218,35 +221,50 @@ class DualProjection:
 
     def __call__(self, v: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``(Π_{K*}(v) (m,), values of DΠ_{K*}(v) (nnz,))``."""
-        proj = np.empty(self.m)
+        proj, vals = self.batch(v[None])
+        return proj[0], vals[0]
+
+    def batch(self, V: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Π_{K*} and the values of DΠ_{K*} at B points at once: ``V`` is (B, m);
+        returns ``(proj (B, m), values (B, nnz))``, row k as ``self(V[k])`` gives.
+
+        The per-cone formulas are vectorized over cones of one size already;
+        here the B points are more such cones (an SOC block of p cones becomes
+        B·p), so a batch costs about as many NumPy calls as one point.
+        """
+        B = V.shape[0]
+        proj = np.empty((B, self.m))
         vals: list[np.ndarray] = []
         us: list[np.ndarray] = []
         Ss: list[np.ndarray] = []
-        proj[self.free] = v[self.free]
-        vals.append(np.ones(self.free.size))
-        vn = v[self.nonneg]
-        proj[self.nonneg] = np.maximum(vn, 0.0)
+        proj[:, self.free] = V[:, self.free]
+        vals.append(np.ones((B, self.free.size)))
+        vn = V[:, self.nonneg]
+        proj[:, self.nonneg] = np.maximum(vn, 0.0)
         vals.append(np.where(vn > 0, 1.0, np.where(vn < 0, 0.0, 0.5)))
         for idx in self.soc:
+            p_, d = idx.shape
+            cones = V[:, idx].reshape(B * p_, d)
             if self.lowrank:
-                p, delta, u, S = _soc_lowrank(v[idx])
-                vals.append(delta.ravel())
-                us.append(u.ravel())
-                Ss.append(S.ravel())
+                p, delta, u, S = _soc_lowrank(cones)
+                vals.append(delta.reshape(B, -1))
+                us.append(u.reshape(B, -1))
+                Ss.append(S.reshape(B, -1))
             else:
-                p, jac = _soc_blocks(v[idx])
-                vals.append(jac.ravel())
-            proj[idx] = p
+                p, jac = _soc_blocks(cones)
+                vals.append(jac.reshape(B, -1))
+            proj[:, idx] = p.reshape(B, p_, d)
         for off, order, d in self.psd:
-            p, jac = _psd_block(v[off : off + d], order)
-            proj[off : off + d] = p
-            vals.append(jac.ravel())
+            p, jac = _psd_blocks(V[:, off : off + d], order)
+            proj[:, off : off + d] = p
+            vals.append(jac.reshape(B, -1))
         for idx, primal in self.exp:
             # K = Exp: project onto Exp*; K = ExpDual: onto (Exp*)* = Exp.
-            p, jac = _exp_blocks(v[idx], dual=primal)
-            proj[idx] = p
-            vals.append(jac.ravel())
-        return proj, np.concatenate(vals + us + Ss)
+            p_ = idx.shape[0]
+            p, jac = _exp_blocks(V[:, idx].reshape(B * p_, 3), dual=primal)
+            proj[:, idx] = p.reshape(B, p_, 3)
+            vals.append(jac.reshape(B, -1))
+        return proj, np.concatenate(vals + us + Ss, axis=1)
 
     def _lowrank_apply(self, values: FloatArray, x: FloatArray, transpose: bool) -> FloatArray:
         _, u, S = self.split(values)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
-from ._diff import refine as refine_solution
+from ._diff import refine_many
 from ._errors import Status
 from ._parallel import for_each, pipeline
 from ._program import ParametricConeProgram
@@ -134,26 +134,34 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         options = solver.for_refinement(options, program.nnz)
     tight = solver.tightened(options)
 
-    def refined(i: int, A: CSC, raw: RawSolution) -> Linearization:
-        return refine_solution(engine.structure, A, b[i], c[i], raw.x, raw.y, raw.s,
-                               max_steps=refine, index=first + i)
-
     def solve_raw(i: int) -> tuple[CSC, RawSolution]:
         A = program.matrix(A_vals[i])
         return A, solver.solve(prepared, A, b[i], c[i], options)
 
-    def finish_item(i: int, solved: tuple[CSC, RawSolution]) -> None:
-        A, raw = solved
-        status = raw.status
-        iterations[i] = raw.iterations
-        rescue = status in _RESCUABLE and refine > 0 and _finite(raw)
-        if status.ok or rescue:
-            lin = refined(i, A, raw)
+    def refined(items: list[tuple[int, CSC, RawSolution]]) -> list[Linearization]:
+        if not items:
+            return []
+        rows = [i for i, _, _ in items]
+        stack = lambda f: np.stack([getattr(raw, f) for _, _, raw in items])  # noqa: E731
+        return refine_many(engine.structure, [A for _, A, _ in items], A_vals[rows], b[rows],
+                           c[rows], stack("x"), stack("y"), stack("s"), max_steps=refine,
+                           indices=[first + i for i in rows])
+
+    def finish(solved: list[tuple[int, tuple[CSC, RawSolution]]]) -> None:
+        go = []
+        for i, (A, raw) in solved:
+            statuses[i] = raw.status
+            iterations[i] = raw.iterations
+            rescue = raw.status in _RESCUABLE and refine > 0 and _finite(raw)
+            if raw.status.ok or rescue:
+                go.append((i, A, raw))
+        for (i, A, _), lin in zip(go, refined(go), strict=True):
+            status = statuses[i]
             if refine > 0 and not lin.relative_residual <= _CERTIFIED:
                 again = solver.solve(prepared, A, b[i], c[i], tight)
                 iterations[i] += again.iterations
                 if _finite(again):
-                    other = refined(i, A, again)
+                    other = refined([(i, A, again)])[0]
                     if other.relative_residual < lin.relative_residual:
                         lin = other  # the status stays the first solve's verdict
                 if status is Status.optimal and not lin.relative_residual <= _CERTIFIED:
@@ -166,11 +174,12 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
                 x[i], y[i], s[i] = lin.x, lin.y, lin.s
                 residual[i] = lin.relative_residual
                 linearizations[i] = lin
-        statuses[i] = status
+            statuses[i] = status
 
     # The solves run ahead on worker threads (they release the GIL); refinement,
-    # which does not, on this one (see _parallel.pipeline).
-    pipeline(solve_raw, finish_item, B, jobs)
+    # which does not, on this one, a group of items at a time (see
+    # _parallel.pipeline and _diff.refine_many).
+    pipeline(solve_raw, finish, B, jobs)
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 

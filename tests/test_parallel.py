@@ -16,7 +16,7 @@ import pytest
 from conelayers import _parallel
 
 
-def _run_pipeline(count, jobs, solve_seconds=0.0):
+def _run_pipeline(count, jobs, solve_seconds=0.0, groups=None, batch=_parallel._BATCH):
     solved_on, finished = {}, []
     caller = threading.get_ident()
 
@@ -25,12 +25,16 @@ def _run_pipeline(count, jobs, solve_seconds=0.0):
         solved_on[i] = threading.get_ident()
         return 10 * i
 
-    def finish(i, result):
+    def finish(items):
         assert threading.get_ident() == caller
-        assert result == 10 * i
-        finished.append(i)
+        assert 1 <= len(items) <= batch
+        if groups is not None:
+            groups.append(len(items))
+        for i, result in items:
+            assert result == 10 * i
+            finished.append(i)
 
-    _parallel.pipeline(solve, finish, count, jobs)
+    _parallel.pipeline(solve, finish, count, jobs, batch=batch)
     return solved_on, finished, caller
 
 
@@ -49,9 +53,32 @@ def test_pipeline_solves_ahead_on_a_worker_thread():
 
 
 def test_pipeline_with_one_job_stays_on_the_calling_thread():
-    solved_on, finished, caller = _run_pipeline(10, 1, solve_seconds=0.001)
+    groups = []
+    solved_on, finished, caller = _run_pipeline(10, 1, solve_seconds=0.001, groups=groups,
+                                                batch=4)
     assert set(solved_on.values()) == {caller}
     assert finished == list(range(10))
+    assert groups == [4, 4, 2]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_pipeline_finishes_in_groups(jobs):
+    """Items are finished in groups of consecutive items, in order (the forward
+    pass refines a group in one batch), whichever threads solved them: the
+    grouping, and so a batch's results bit for bit, never depend on timing."""
+    groups, seen = [], []
+
+    def solve(i):
+        time.sleep(0.001 * (i % 3))  # uneven, so that workers finish out of order
+        return i
+
+    def finish(items):
+        groups.append([i for i, _ in items])
+        seen.extend(r for _, r in items)
+
+    _parallel.pipeline(solve, finish, 50, jobs, batch=8)
+    assert groups == [list(range(k, min(k + 8, 50))) for k in range(0, 50, 8)]
+    assert seen == list(range(50))
 
 
 @pytest.mark.parametrize("where", ["solve", "finish"])
@@ -65,9 +92,9 @@ def test_pipeline_errors_reach_the_caller_and_leave_the_pool_usable(where):
             raise ValueError(f"solve {i}")
         return i
 
-    def finish(i, result):
-        if where == "finish" and i == 3:
-            raise ValueError(f"finish {i}")
+    def finish(items):
+        if where == "finish" and any(i == 3 for i, _ in items):
+            raise ValueError("finish 3")
 
     with pytest.raises(ValueError, match=where):
         _parallel.pipeline(solve, finish, 30, 2)
