@@ -29,22 +29,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._batched import segment_sums
 from ._dproj import DualProjection
 from ._factor import use_dense
 from ._typing import FloatArray, IntArray
 
-__all__ = ["BorderedPattern", "segment_sums"]
+__all__ = ["BorderedPattern"]
 
-
-def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
-    """Row k of the result is ``np.bincount(keys, weights=weights[k],
-    minlength=size)``: all B rows (``weights`` is (B, len(keys))) in one call,
-    with the same sums in the same order as row by row."""
-    B = weights.shape[0]
-    if B == 1:
-        return np.bincount(keys, weights=weights[0], minlength=size)[None]
-    flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
-    return np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
 
 
 def _expand_pairs(keys_a: IntArray, keys_b: IntArray, n_keys: int) -> tuple[IntArray, IntArray]:

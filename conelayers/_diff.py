@@ -68,15 +68,16 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ._bordered import BorderedPattern, segment_sums
+from ._batched import segment_sums
+from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning, ParameterError
 from ._factor import DenseLU, NearbyLU, SparseLU, dense
 from ._typing import CSC, FloatArray, IntArray
 
-__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "refine",
-           "refine_many"]
+__all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "batchable",
+           "jvp_many", "refine", "refine_many", "values_many", "vjp_many"]
 
 
 class DerivativeMode(enum.Enum):
@@ -755,6 +756,13 @@ _MANY_MAX_NNZ = 10_000
 _MANY_MAX_ORDER = 1000
 
 
+def batchable(structure: Structure) -> bool:
+    """Whether items of this program are worked on in groups (refinement, the
+    derivative's factorizations): ``_MANY_MAX_NNZ``, ``_MANY_MAX_ORDER``."""
+    return (structure.pattern.order <= _MANY_MAX_ORDER
+            and structure.a_rows.size <= _MANY_MAX_NNZ)
+
+
 def refine_many(
     structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray, c: FloatArray,
     x: FloatArray, y: FloatArray, s: FloatArray, *, max_steps: int = 3,
@@ -779,7 +787,7 @@ def refine_many(
     B = len(As)
     if B == 0:
         return []
-    if structure.pattern.order > _MANY_MAX_ORDER or structure.a_rows.size > _MANY_MAX_NNZ:
+    if not batchable(structure):
         return [refine(structure, As[k], b[k], c[k], x[k], y[k], s[k], max_steps=max_steps,
                        index=indices[k]) for k in range(B)]
     lins = _start_many(structure, As, A_vals, b, c, x, y, s, indices)
@@ -795,7 +803,7 @@ def refine_many(
     while active:
         moves: list[tuple[int, FloatArray, bool]] = []  # (item, new z, chord step?)
         newton = [k for k in active if base[k] is None or chords[k] >= _CHORD_MAX]
-        data = _values_many(structure, [lins[k] for k in newton])
+        data = values_many(structure, [lins[k] for k in newton])
         for k in active:
             lin, prior = lins[k], base[k]
             if prior is not None and chords[k] < _CHORD_MAX:
@@ -844,7 +852,7 @@ def refine_many(
     return lins
 
 
-def _values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:
+def values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:
     """K's values on its pattern at several points of one program (rows)."""
     if not lins:
         return np.zeros((0, structure.pattern.nnz))
@@ -1129,6 +1137,7 @@ class ItemDerivative:
     solve: Callable[[FloatArray], FloatArray]  # dz with M dz = g
     solve_t: Callable[[FloatArray], FloatArray]  # r with Mᵀ r = h
     heavy: bool = False  # its factorization is above _KEEP_BYTES: not worth keeping
+    D_vals: FloatArray | None = None  # D's values (structure.dproj's pattern), for vjp_many
 
     @classmethod
     def at(
@@ -1164,7 +1173,7 @@ class ItemDerivative:
         else:
             solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode)
         return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, lin.DT, rows, cols, solve, solve_t,
-                   heavy=mode is DerivativeMode.exact and lin.heavy)
+                   heavy=mode is DerivativeMode.exact and lin.heavy, D_vals=lin.D_vals)
 
     def jvp(
         self, dA: FloatArray, db: FloatArray, dc: FloatArray
@@ -1196,6 +1205,49 @@ class ItemDerivative:
         px, py = self.pi[:n], self.pi[n:-1]
         dA = px[self.cols] * ry[self.rows] - py[self.rows] * rx[self.cols]
         return dA, py * rw - ry, px * rw - rx
+
+
+def vjp_many(structure: Structure, derivs: list[ItemDerivative], dx: FloatArray,
+             dy: FloatArray, ds: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:meth:`ItemDerivative.vjp` for several items of one program (rows of
+    ``dx``, ``dy``, ``ds``; item k is ``derivs[k]``): the products with the
+    projection's Jacobian and the formulas for (dA, db, dc) once for all, the
+    linear solve item by item (each with its own checks and degenerate paths)."""
+    rows, cols, n = structure.a_rows, structure.a_cols, derivs[0].x.size
+    stack = lambda f: np.stack([getattr(d, f) for d in derivs])  # noqa: E731
+    X, Y, S, P = stack("x"), stack("y"), stack("s"), stack("pi")
+    dw = -((X * dx).sum(axis=1) + (Y * dy).sum(axis=1) + (S * ds).sum(axis=1))
+    H = np.concatenate([dx, structure.dproj.rmatvec_many(stack("D_vals"), dy + ds) - ds,
+                        dw[:, None]], axis=1)
+    R = np.zeros_like(H)
+    for k, d in enumerate(derivs):
+        if np.any(H[k]):
+            R[k] = d.solve_t(H[k])
+    rx, ry, rw = R[:, :n], R[:, n:-1], R[:, -1:]
+    px, py = P[:, :n], P[:, n:-1]
+    dA = px[:, cols] * ry[:, rows] - py[:, rows] * rx[:, cols]
+    return dA, py * rw - ry, px * rw - rx
+
+
+def jvp_many(structure: Structure, derivs: list[ItemDerivative], dA: FloatArray,
+             db: FloatArray, dc: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:meth:`ItemDerivative.jvp` for several items of one program (rows), as
+    :func:`vjp_many` does the adjoint."""
+    rows, cols = structure.a_rows, structure.a_cols
+    n, m = derivs[0].x.size, derivs[0].y.size
+    stack = lambda f: np.stack([getattr(d, f) for d in derivs])  # noqa: E731
+    X, Y, S, P = stack("x"), stack("y"), stack("s"), stack("pi")
+    px, py = P[:, :n], P[:, n:-1]
+    G = np.concatenate([segment_sums(dA * py[:, rows], cols, n) + dc,
+                        db - segment_sums(dA * px[:, cols], rows, m),
+                        (-(dc * px).sum(axis=1) - (db * py).sum(axis=1))[:, None]], axis=1)
+    Z = np.zeros_like(G)
+    for k, d in enumerate(derivs):
+        if np.any(G[k]):
+            Z[k] = d.solve(G[k])
+    du, dv, dw = Z[:, :n], Z[:, n:-1], Z[:, -1:]
+    Ddv = structure.dproj.matvec_many(stack("D_vals"), dv)
+    return -(du - X * dw), -(Ddv - Y * dw), -(Ddv - dv - S * dw)
 
 
 def _outputs_determined(

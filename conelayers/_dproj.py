@@ -25,6 +25,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
+from ._batched import segment_sums
 from ._cones import PSD, SOC, ConeLayout, Exp, ExpDual, Nonneg, Zero, svec_indices
 from ._expcone import dproject_exp
 from ._typing import CSR, FloatArray
@@ -266,29 +267,36 @@ class DualProjection:
             vals.append(jac.reshape(B, -1))
         return proj, np.concatenate(vals + us + Ss, axis=1)
 
-    def _lowrank_apply(self, values: FloatArray, x: FloatArray, transpose: bool) -> FloatArray:
-        _, u, S = self.split(values)
-        w1x = np.bincount(self.tail_cone, weights=u * x[self.tail_rows], minlength=self.q)
-        w = np.stack([x[self.heads], w1x], axis=1)  # Wᵀx per cone, (q, 2)
-        a = np.einsum("qji,qj->qi" if transpose else "qij,qj->qi", S, w)
-        out = np.zeros(self.m)
-        np.add.at(out, self.heads, a[:, 0])
-        out += np.bincount(self.tail_rows, weights=u * a[self.tail_cone, 1], minlength=self.m)
+    def _lowrank_apply(self, values: FloatArray, X: FloatArray, transpose: bool) -> FloatArray:
+        """W S Wᵀ X (or W Sᵀ Wᵀ X) row by row: ``values`` (B, nnz), ``X`` (B, m)."""
+        B, nb, nt = X.shape[0], self.nblock, self.tail_rows.size
+        u, S = values[:, nb:nb + nt], values[:, nb + nt:].reshape(B, self.q, 2, 2)
+        w1x = segment_sums(u * X[:, self.tail_rows], self.tail_cone, self.q)
+        w = np.stack([X[:, self.heads], w1x], axis=2)  # Wᵀx per cone, (B, q, 2)
+        a = np.einsum("bqji,bqj->bqi" if transpose else "bqij,bqj->bqi", S, w)
+        out = segment_sums(u * a[:, self.tail_cone, 1], self.tail_rows, self.m)
+        out[:, self.heads] += a[:, :, 0]  # (one head per cone: no repeated index)
         return out
 
     def matvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*} @ x from the values (no matrix is formed)."""
-        block = values[: self.nblock]
-        out = np.bincount(self.rows, weights=block * x[self.cols], minlength=self.m).astype(
-            np.float64, copy=False)
-        return out + self._lowrank_apply(values, x, False) if self.q else out
+        return self.matvec_many(values[None], x[None])[0]
 
     def rmatvec(self, values: FloatArray, x: FloatArray) -> FloatArray:
         """DΠ_{K*}ᵀ @ x from the values."""
-        block = values[: self.nblock]
-        out = np.bincount(self.cols, weights=block * x[self.rows], minlength=self.m).astype(
-            np.float64, copy=False)
-        return out + self._lowrank_apply(values, x, True) if self.q else out
+        return self.rmatvec_many(values[None], x[None])[0]
+
+    def matvec_many(self, values: FloatArray, X: FloatArray) -> FloatArray:
+        """:meth:`matvec` row by row: ``values`` (B, nnz), ``X`` (B, m)."""
+        block = values[:, : self.nblock]
+        out = segment_sums(block * X[:, self.cols], self.rows, self.m)
+        return out + self._lowrank_apply(values, X, False) if self.q else out
+
+    def rmatvec_many(self, values: FloatArray, X: FloatArray) -> FloatArray:
+        """:meth:`rmatvec` row by row."""
+        block = values[:, : self.nblock]
+        out = segment_sums(block * X[:, self.rows], self.cols, self.m)
+        return out + self._lowrank_apply(values, X, True) if self.q else out
 
     def matrix(self, values: FloatArray) -> CSR:
         """DΠ_{K*} as a CSR array from its values (low-rank terms expanded)."""

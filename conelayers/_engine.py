@@ -17,13 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from ._diff import DerivativeMode, ItemDerivative, Linearization, Structure
+from ._diff import (
+    DerivativeMode,
+    ItemDerivative,
+    Linearization,
+    Structure,
+    batchable,
+    jvp_many,
+    vjp_many,
+)
 from ._diff import refine_many
 from ._errors import Status
-from ._parallel import for_each, pipeline
+from ._parallel import for_each, groups_of, pipeline
 from ._program import ParametricConeProgram
 from ._solvers import AbstractSolver, RawSolution, get_solver
-from ._typing import CSC, FloatArray
+from ._typing import CSC, FloatArray, IntArray
 
 __all__ = ["Engine", "ItemsResult", "solve_items"]
 
@@ -183,6 +191,13 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 
+def _derivatives(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: FloatArray,
+                 c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, items: IntArray,
+                 first: int) -> list[ItemDerivative]:
+    return [engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + int(i))
+            for i in items]
+
+
 def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: FloatArray,
               c: FloatArray, x: FloatArray, y: FloatArray, s: FloatArray, dx: FloatArray,
               dy: FloatArray, first: int = 0,
@@ -190,15 +205,15 @@ def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
     """Adjoint for solved items (rows): (dx, dy) → (dA, db, dc); NaN rows skipped."""
     B, p = A_vals.shape[0], engine.program
     dA, db, dc = np.zeros((B, p.nnz)), np.zeros((B, p.m)), np.zeros((B, p.n))
-    ok = np.flatnonzero(np.isfinite(x).all(axis=1))
-    zeros_m = np.zeros(p.m)
+    groups = groups_of(np.flatnonzero(np.isfinite(x).all(axis=1)), batchable(engine.structure))
 
-    def item(k: int) -> None:
-        i = int(ok[k])
-        d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
-        dA[i], db[i], dc[i] = d.vjp(dx[i], dy[i], zeros_m)
+    def group(k: int) -> None:
+        items = groups[k]
+        derivs = _derivatives(engine, mode, A_vals, b, c, x, y, s, items, first)
+        dA[items], db[items], dc[items] = vjp_many(engine.structure, derivs, dx[items],
+                                                   dy[items], np.zeros((items.size, p.m)))
 
-    for_each(item, ok.size, jobs)
+    for_each(group, len(groups), jobs)
     return dA, db, dc
 
 
@@ -209,12 +224,13 @@ def jvp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
     """Derivative for solved items (rows): (dA, db, dc) → (dx, dy); NaN for failed rows."""
     B, p = A_vals.shape[0], engine.program
     dx, dy = np.full((B, p.n), np.nan), np.full((B, p.m), np.nan)
-    ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+    groups = groups_of(np.flatnonzero(np.isfinite(x).all(axis=1)), batchable(engine.structure))
 
-    def item(k: int) -> None:
-        i = int(ok[k])
-        d = engine.derivative_at(A_vals[i], b[i], c[i], x[i], y[i], s[i], mode, first + i)
-        dx[i], dy[i], _ = d.jvp(dA[i], db[i], dc[i])
+    def group(k: int) -> None:
+        items = groups[k]
+        derivs = _derivatives(engine, mode, A_vals, b, c, x, y, s, items, first)
+        dx[items], dy[items], _ = jvp_many(engine.structure, derivs, dA[items], db[items],
+                                           dc[items])
 
-    for_each(item, ok.size, jobs)
+    for_each(group, len(groups), jobs)
     return dx, dy

@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["for_each", "pipeline", "worker_count"]
+__all__ = ["for_each", "groups_of", "pipeline", "worker_count"]
 
 T = TypeVar("T")
 
@@ -112,6 +112,14 @@ def for_each(fn: Callable[[int], None], count: int, jobs: int | None) -> None:
 # forward pass refines them in one batch, see _diff.refine_many); it also bounds
 # how many solved items wait in memory.
 _BATCH = 16
+
+
+def groups_of(items: np.ndarray, together: bool, size: int = _BATCH) -> list[np.ndarray]:
+    """``items`` in consecutive groups of ``size`` (of one each unless
+    ``together``): the units :func:`for_each` spreads over threads where a
+    pass works on groups of items (the derivative, see _diff.vjp_many)."""
+    size = size if together else 1
+    return [items[k:k + size] for k in range(0, items.size, size)]
 
 
 def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], None],

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from ._diff import DerivativeMode, ItemDerivative, Linearization
+from ._diff import (
+    DerivativeMode,
+    ItemDerivative,
+    Linearization,
+    batchable,
+    jvp_many,
+    values_many,
+    vjp_many,
+)
 from ._engine import Engine, ItemsResult, solve_items
 from ._errors import (
     InaccurateSolutionWarning,
@@ -32,9 +40,9 @@ from ._errors import (
     describe_failures,
     describe_inaccurate,
 )
-from ._parallel import for_each
+from ._parallel import for_each, groups_of
 from ._remote import map_chunks
-from ._typing import BoolArray, FloatArray
+from ._typing import BoolArray, FloatArray, IntArray
 from ._validate import Batch, check_cotangents, check_tangents, gradients
 
 __all__ = ["Distribution", "Solution", "solve_batch"]
@@ -146,25 +154,50 @@ class Solution:
 
     def _derivative_at(self, i: int) -> ItemDerivative:
         with self._locks[i % len(self._locks)]:
-            item = self._derivatives[i]
-            if item is None:
-                A_vals, b, c, _ = self._data
-                item = self._engine.derivative_at(A_vals[i], b[i], c[i], self.x[i], self.y[i],
-                                                  self.s[i], self.mode, i,
-                                                  self._linearizations[i])
-                self._linearizations[i] = None
-                if not item.heavy:  # a heavy one is formed again per request (_KEEP_BYTES)
-                    self._derivatives[i] = item
-            return item
+            return self._build(i)
 
-    def _items(self, fn: str, local, first: FloatArray, second: FloatArray,
+    def _build(self, i: int) -> ItemDerivative:
+        """Item i's derivative, built if not yet (the caller holds i's lock)."""
+        item = self._derivatives[i]
+        if item is None:
+            A_vals, b, c, _ = self._data
+            item = self._engine.derivative_at(A_vals[i], b[i], c[i], self.x[i], self.y[i],
+                                              self.s[i], self.mode, i,
+                                              self._linearizations[i])
+            self._linearizations[i] = None
+            if not item.heavy:  # a heavy one is formed again per request (_KEEP_BYTES)
+                self._derivatives[i] = item
+        return item
+
+    def _derivatives_of(self, items: IntArray) -> list[ItemDerivative]:
+        """The derivatives of ``items``, built where not yet: in exact mode
+        their K's values are assembled in one batch, then each is factored.
+        Holds the items' locks meanwhile (taken in one order: no deadlock)."""
+        stripes = sorted({int(i) % len(self._locks) for i in items})
+        for k in stripes:
+            self._locks[k].acquire()
+        try:
+            if self.mode is DerivativeMode.exact:
+                lins = [self._linearizations[i] for i in items if self._derivatives[i] is None]
+                todo = [lin for lin in lins if lin is not None and lin.K is None]
+                for lin, data in zip(todo, values_many(self._engine.structure, todo),
+                                     strict=True):
+                    lin.factor(data)
+            return [self._build(int(i)) for i in items]
+        finally:
+            for k in stripes:
+                self._locks[k].release()
+
+    def _items(self, fn: str, many, first: FloatArray, second: FloatArray,
                third: FloatArray | None = None) -> list[FloatArray]:
-        """Run the item-level ``fn`` ("vjp"/"jvp") over the batch, locally or remotely."""
+        """Run the item-level ``fn`` ("vjp"/"jvp") over the batch, locally (``many``
+        on groups of items, see _diff.vjp_many) or remotely."""
         where, (A_vals, b, c, _) = self._where, self._data
         extra = (first, second) if third is None else (first, second, third)
         if where.executor is None:
             ok = np.flatnonzero(self.ok)
-            for_each(lambda k: local(int(ok[k]), *extra), ok.size, where.jobs[1])
+            groups = groups_of(ok, batchable(self._engine.structure))
+            for_each(lambda k: many(groups[k], *extra), len(groups), where.jobs[1])
             return []
         ranges = where.ranges(self.batch_size)
         parts = map_chunks(where.executor, self._engine, where.token, fn,
@@ -187,10 +220,11 @@ class Solution:
         dx, dy = program.recover_adjoint(douts, self._outs)
         B = batch.size
         dA, db, dc = np.zeros((B, program.nnz)), np.zeros((B, program.m)), np.zeros((B, program.n))
-        zeros_m = np.zeros(program.m)
 
-        def local(i: int, dx_: FloatArray, dy_: FloatArray) -> None:
-            dA[i], db[i], dc[i] = self._derivative_at(i).vjp(dx_[i], dy_[i], zeros_m)
+        def local(items: IntArray, dx_: FloatArray, dy_: FloatArray) -> None:
+            dA[items], db[items], dc[items] = vjp_many(
+                self._engine.structure, self._derivatives_of(items), dx_[items], dy_[items],
+                np.zeros((items.size, program.m)))
 
         remote = self._items("vjp", local, dx, dy)
         if remote:
@@ -210,8 +244,9 @@ class Solution:
         dx = np.full((batch.size, program.n), np.nan)
         dy = np.full((batch.size, program.m), np.nan)
 
-        def local(i: int, dA_: FloatArray, db_: FloatArray, dc_: FloatArray) -> None:
-            dx[i], dy[i], _ = self._derivative_at(i).jvp(dA_[i], db_[i], dc_[i])
+        def local(items: IntArray, dA_: FloatArray, db_: FloatArray, dc_: FloatArray) -> None:
+            dx[items], dy[items], _ = jvp_many(self._engine.structure, self._derivatives_of(items),
+                                               dA_[items], db_[items], dc_[items])
 
         remote = self._items("jvp", local, dA, db, dc)
         if remote:

@@ -5,7 +5,8 @@ dense Jacobian ``diffcp._diffcp.dprojection_dense``; central finite
 differences of the projection; dense products for matvec/rmatvec; the
 block-diagonal structure built from the layout's offsets.
 
-Exponential cones are left out here: their projection is being replaced.
+Exponential cones: their projection is tested in test_expcone.py; here only
+their place in a batch (``DualProjection.batch``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from conelayers._cones import PSD, SOC, ConeLayout, Nonneg, Zero, svec, unsvec
+from conelayers._cones import PSD, SOC, ConeLayout, Exp, ExpDual, Nonneg, Zero, svec, unsvec
 from conelayers._dproj import DualProjection, dproject_dual
+from conelayers._expcone import dproject_exp
 
 # Agreement with diffcp: both evaluate the same closed forms (PSD through an
 # eigendecomposition), so they differ by rounding only. Measured: ≤ 9e-15 over
@@ -376,3 +378,51 @@ def test_empty_layout_projects_nothing():
     layout = ConeLayout.from_dims()
     proj, jac = dproject_dual(np.zeros(0), layout)
     assert proj.shape == (0,) and jac.shape == (0, 0)
+
+
+@pytest.mark.parametrize("lowrank", [False, True])
+@pytest.mark.parametrize("trial", range(4))
+def test_batch_rows_match_diffcp_point_by_point(trial, lowrank, rng):
+    """``batch`` (refinement evaluates a group of items at once) projects every
+    row as diffcp projects that point alone, and lays its values out as one
+    point's: the matrix built from row k is row k's Jacobian."""
+    layout = random_layout(rng)
+    dp = DualProjection(layout, lowrank=lowrank)
+    V = np.stack([random_point(layout, rng) for _ in range(3)]
+                 + [2 * rng.standard_normal(layout.dim) for _ in range(3)])
+    proj, vals = dp.batch(V)
+    assert proj.shape == V.shape and vals.shape == (6, dp.nnz)
+    for k, v in enumerate(V):
+        ref_proj, ref_jac = diffcp_reference(layout, v)
+        assert np.abs(proj[k] - ref_proj).max() <= DIFFCP_TOL
+        assert np.abs(dp.matrix(vals[k]).toarray() - ref_jac).max() <= DIFFCP_TOL
+
+
+def test_batch_rows_of_exponential_cones_are_each_points_own_projection(rng):
+    """Exponential and dual exponential cones in a batch: each row's blocks are
+    those of :func:`dproject_exp` at that point's cone alone (by Moreau,
+    Π_{Exp*}(v) = v + Π_Exp(−v) for the dual of Exp), next to an SOC and a PSD
+    block checked against diffcp."""
+    layout = ConeLayout.from_dims(nonneg=2, soc=(3,), psd=(2,), exp=2, exp_dual=1)
+    dp = DualProjection(layout)
+    V = 2 * rng.standard_normal((5, layout.dim))
+    proj, vals = dp.batch(V)
+    for k, v in enumerate(V):
+        jac = dp.matrix(vals[k]).toarray()
+        for off, c in layout:
+            if isinstance(c, (Exp, ExpDual)):
+                for j in range(c.count):
+                    r = slice(off + 3 * j, off + 3 * j + 3)
+                    if isinstance(c, Exp):  # K = Exp: project onto Exp*
+                        p, J = dproject_exp(-v[r][None])
+                        p, J = v[r] + p[0], np.eye(3) - J[0]
+                    else:
+                        p, J = dproject_exp(v[r][None])
+                        p, J = p[0], J[0]
+                    np.testing.assert_allclose(proj[k, r], p, rtol=0, atol=1e-14)
+                    np.testing.assert_allclose(jac[r, r], J, rtol=0, atol=1e-14)
+        head = slice(0, 2 + 3 + 3)  # nonneg, SOC, PSD(2): checked against diffcp
+        sub = ConeLayout.from_dims(nonneg=2, soc=(3,), psd=(2,))
+        ref_proj, ref_jac = diffcp_reference(sub, v[head])
+        assert np.abs(proj[k, head] - ref_proj).max() <= DIFFCP_TOL
+        assert np.abs(jac[head, head] - ref_jac).max() <= DIFFCP_TOL

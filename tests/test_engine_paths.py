@@ -293,3 +293,73 @@ def test_small_programs_are_solved_tighter_only_where_refinement_follows(monkeyp
         sol = layer.solve(*values, solver_args=solver_args)
         assert tols and all(t == expected for t in tols), (solver_args, tols)
         assert all(st is conelayers.Status.optimal for st in sol.status)
+
+
+def _qp_soc(n=8):
+    x = cp.Variable(n)
+    P, q, G, h = cp.Parameter((n, n)), cp.Parameter(n), cp.Parameter((4, n)), cp.Parameter(4)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(P @ x) + q @ x + cp.norm(x, 2)), [G @ x <= h])
+    return prob, [P, q, G, h], [x]
+
+
+def _sdp(k=3):
+    X = cp.Variable((k, k), symmetric=True)
+    C = cp.Parameter((k, k))
+    prob = cp.Problem(cp.Minimize(cp.trace(C @ X) + cp.sum_squares(X)),
+                      [X >> 0, cp.trace(X) == 1])
+    return prob, [C], [X]
+
+
+def _solver_answers(layer, values, solver):
+    """The cone programs of a batch and the solver's raw answers to them."""
+    from conelayers._validate import check_values
+
+    engine = layer._engine
+    program = engine.program
+    A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
+    adapter, prepared = engine.solver(solver)
+    options = adapter.for_refinement(adapter.translate_options({}), program.nnz)
+    As = [program.matrix(a) for a in A_vals]
+    raws = [adapter.solve(prepared, A, b[i], c[i], options) for i, A in enumerate(As)]
+    stack = lambda f: np.stack([getattr(r, f) for r in raws])  # noqa: E731
+    return engine.structure, As, A_vals, b, c, stack("x"), stack("y"), stack("s")
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "SCS"])
+@pytest.mark.parametrize("make", [_sparsemax, _qp_soc, _sdp, _logistic, _nnls_l1])
+def test_refine_many_ends_where_refine_ends(make, solver, monkeypatch):
+    """A group of items refined together (``refine_many``, the forward pass)
+    ends at the points refinement item by item (``refine``, the oracle: the
+    code as it was) reaches: same relative residuals to rounding, same
+    solution to 1e-11, at every refinement budget. Items whose K is singular
+    (the l1 term of nnls_l1) or whose Newton step falls short leave the group
+    for ``refine``'s own path; that is checked to happen there, and only
+    there, on the regular problems at Clarabel's answers."""
+    prob, params, variables = make()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(12)
+    B = 7
+    values = [rng.standard_normal((B, *p.shape)) for p in params]
+    if make is _qp_soc:
+        values[3] = np.abs(values[3]) + 1.0  # h > 0: x = 0 is feasible
+    args = _solver_answers(layer, values, solver)
+    structure, As, A_vals, b, c, X, Y, S = args
+    alone = []
+    real = diff.refine
+    monkeypatch.setattr(diff, "refine", lambda *a, **k: alone.append(k["index"]) or real(*a, **k))
+    for steps in (0, 1, 5):
+        alone.clear()
+        many = diff.refine_many(*args, max_steps=steps, indices=list(range(B)))
+        left = list(alone)
+        one = [real(structure, As[i], b[i], c[i], X[i], Y[i], S[i], max_steps=steps, index=i)
+               for i in range(B)]
+        for p, q in zip(many, one, strict=True):
+            assert p.relative_residual <= max(2 * q.relative_residual, 1e-14)
+            assert q.relative_residual <= max(2 * p.relative_residual, 1e-14)
+            if q.relative_residual <= 1e-13:
+                scale = 1.0 + np.abs(q.z).max()
+                np.testing.assert_allclose(p.z, q.z, rtol=0, atol=1e-11 * scale)
+        if make is _nnls_l1 and steps:
+            assert left  # singular K: refine's least-squares path
+        if make in (_sparsemax, _qp_soc, _sdp) and solver == "CLARABEL":
+            assert not left

@@ -1,0 +1,26 @@
+"""Row-wise sums for batches of items that share one sparsity pattern.
+
+The items of a batch share A's pattern, D's and K's, so that a product or an
+assembly over a pattern is, for all items at once, one ``np.bincount`` over
+keys offset per row: as many NumPy calls for B items as for one (see
+:func:`conelayers._diff.refine_many`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._typing import FloatArray, IntArray
+
+__all__ = ["segment_sums"]
+
+
+def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
+    """Row k of the result is ``np.bincount(keys, weights=weights[k],
+    minlength=size)``: all B rows (``weights`` is (B, len(keys))) in one call,
+    with the same sums in the same order as row by row."""
+    B = weights.shape[0]
+    if B == 1:
+        return np.bincount(keys, weights=weights[0], minlength=size)[None]
+    flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
+    return np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
