@@ -12,7 +12,7 @@ import numpy as np
 
 from ._typing import FloatArray, IntArray
 
-__all__ = ["segment_sums"]
+__all__ = ["segment_sums", "stack_rows"]
 
 
 def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
@@ -24,3 +24,10 @@ def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
         return np.bincount(keys, weights=weights[0], minlength=size)[None]
     flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
     return np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
+
+
+def stack_rows(objects: list, attribute: str) -> FloatArray:
+    """``np.stack`` of one array attribute of each object (a view for one)."""
+    if len(objects) == 1:
+        return getattr(objects[0], attribute)[None]
+    return np.stack([getattr(o, attribute) for o in objects])

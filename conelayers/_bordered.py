@@ -136,7 +136,7 @@ class BorderedPattern:
         self.indices = (unique % order).astype(np.int32)
         self.indptr = np.searchsorted(unique // order, np.arange(order + 1)).astype(np.int32)
         self.nnz = int(unique.size)
-        self._ones_m = np.ones(m)
+        self._ones_m, self._ones_q = np.ones(m), np.ones(q)
         self.dense = use_dense(order, self.nnz)
         self._flat = unique  # row + order·col of each entry, in CSC order
 
@@ -176,7 +176,7 @@ class BorderedPattern:
         dproj = self.dproj
         nb, nt, q = dproj.nblock, dproj.tail_rows.size, dproj.q
         block = D_vals[:, :nb]
-        wide = lambda a: np.broadcast_to(a, (B, a.size))  # noqa: E731
+        wide = lambda a: a[None] if B == 1 else np.broadcast_to(a, (B, a.size))  # noqa: E731
         parts = [
             A_vals[:, self._ad_a] * block[:, self._ad_d],  # AᵀD (block part)
             -A_vals,  # −A
@@ -193,7 +193,7 @@ class BorderedPattern:
             u = D_vals[:, nb:nb + nt]
             S = D_vals[:, nb + nt:].reshape(B, q, 2, 2)
             tails, tcone = dproj.tail_rows, self._tail_cone
-            ones_q = wide(np.ones(q))
+            ones_q = wide(self._ones_q)
             parts += [
                 A_vals[:, self._a_head], A_vals[:, self._a_tail] * u[:, self._a_tail_pos],
                 -ones_q, -u,  # −W₀, −W₁

@@ -68,7 +68,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ._batched import segment_sums
+from ._batched import segment_sums, stack_rows
 from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
@@ -666,9 +666,12 @@ def _guessed_null(lin: Linearization) -> _NullBasis | None:
 
 def refine(
     structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray,
-    s: FloatArray, *, max_steps: int = 3, index: int = 0,
+    s: FloatArray, *, max_steps: int = 3, index: int = 0, start: Linearization | None = None,
 ) -> Linearization:
     """Newton refinement of a solution; returns the linearization at the result.
+
+    ``start``: the linearization at the solver's answer where already made
+    (:func:`refine_many` hands over an item it factored there).
 
     Its ``x, y, s`` are the refined solution and ``residual`` its N(z). It is
     factored only if a derivative asks for it later. ``max_steps`` bounds the
@@ -687,7 +690,7 @@ def refine(
     0.999 per step on SCS's answer to an LP). Instead, two other steps are
     tried, under the same test (see ``_step``).
     """
-    lin = _start(structure, A, b, c, x, y, s, index)
+    lin = start if start is not None else _start(structure, A, b, c, x, y, s, index)
     steps = chords = 0
     base: Linearization | None = None  # the last point whose LU gave a Newton step
     while steps < max_steps and lin.relative_residual > _REFINED:
@@ -791,6 +794,7 @@ def refine_many(
         return [refine(structure, As[k], b[k], c[k], x[k], y[k], s[k], max_steps=max_steps,
                        index=indices[k]) for k in range(B)]
     lins = _start_many(structure, As, A_vals, b, c, x, y, s, indices)
+    starts = list(lins)
     steps, chords = [0] * B, [0] * B
     base: list[Linearization | None] = [None] * B
     stopped, alone = [False] * B, [False] * B
@@ -841,8 +845,11 @@ def refine_many(
         active = [k for k in range(B) if running(k)]
     for k in range(B):
         if alone[k]:
+            # From the start, as refine alone would go; where no step was taken
+            # yet, the start (factored here) is handed over instead of formed again.
+            start = lins[k] if lins[k] is starts[k] else None
             lins[k] = refine(structure, As[k], b[k], c[k], x[k], y[k], s[k],
-                             max_steps=max_steps, index=indices[k])
+                             max_steps=max_steps, index=indices[k], start=start)
             continue
         lin, prior = lins[k], base[k]
         if lin.K is None and prior is not None and isinstance(prior.lu, SparseLU) \
@@ -856,9 +863,10 @@ def values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:
     """K's values on its pattern at several points of one program (rows)."""
     if not lins:
         return np.zeros((0, structure.pattern.nnz))
-    rows = lambda f: np.stack([getattr(lin, f) for lin in lins])  # noqa: E731
-    return structure.pattern.values_many(np.stack([lin.A.data for lin in lins]), rows("b"),
-                                         rows("c"), rows("D_vals"), rows("pi"), rows("z"))
+    rows = lambda f: stack_rows(lins, f)  # noqa: E731
+    A_vals = stack_rows([lin.A for lin in lins], "data")
+    return structure.pattern.values_many(A_vals, rows("b"), rows("c"), rows("D_vals"),
+                                         rows("pi"), rows("z"))
 
 
 def _points_many(structure: Structure, lins: list[Linearization],
@@ -873,10 +881,10 @@ def _points_many(structure: Structure, lins: list[Linearization],
     n = lins[0].x.size
     Z = np.stack([zs[k] / zs[k][-1] for k in keep])
     group = [lins[k] for k in keep]
-    new = _linearizations(structure, [lin.A for lin in group],
-                          np.stack([lin.A.data for lin in group]),
-                          np.stack([lin.b for lin in group]), np.stack([lin.c for lin in group]),
-                          Z[:, :n], Z[:, n:-1], [lin.index for lin in group])
+    As = [lin.A for lin in group]
+    new = _linearizations(structure, As, stack_rows(As, "data"), stack_rows(group, "b"),
+                          stack_rows(group, "c"), Z[:, :n], Z[:, n:-1],
+                          [lin.index for lin in group])
     for k, lin in zip(keep, new, strict=True):
         out[k] = lin
     return out
@@ -1214,7 +1222,7 @@ def vjp_many(structure: Structure, derivs: list[ItemDerivative], dx: FloatArray,
     projection's Jacobian and the formulas for (dA, db, dc) once for all, the
     linear solve item by item (each with its own checks and degenerate paths)."""
     rows, cols, n = structure.a_rows, structure.a_cols, derivs[0].x.size
-    stack = lambda f: np.stack([getattr(d, f) for d in derivs])  # noqa: E731
+    stack = lambda f: stack_rows(derivs, f)  # noqa: E731
     X, Y, S, P = stack("x"), stack("y"), stack("s"), stack("pi")
     dw = -((X * dx).sum(axis=1) + (Y * dy).sum(axis=1) + (S * ds).sum(axis=1))
     H = np.concatenate([dx, structure.dproj.rmatvec_many(stack("D_vals"), dy + ds) - ds,
@@ -1235,7 +1243,7 @@ def jvp_many(structure: Structure, derivs: list[ItemDerivative], dA: FloatArray,
     :func:`vjp_many` does the adjoint."""
     rows, cols = structure.a_rows, structure.a_cols
     n, m = derivs[0].x.size, derivs[0].y.size
-    stack = lambda f: np.stack([getattr(d, f) for d in derivs])  # noqa: E731
+    stack = lambda f: stack_rows(derivs, f)  # noqa: E731
     X, Y, S, P = stack("x"), stack("y"), stack("s"), stack("pi")
     px, py = P[:, :n], P[:, n:-1]
     G = np.concatenate([segment_sums(dA * py[:, rows], cols, n) + dc,

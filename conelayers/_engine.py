@@ -27,8 +27,9 @@ from ._diff import (
     vjp_many,
 )
 from ._diff import refine_many
+from ._batched import stack_rows
 from ._errors import Status
-from ._parallel import for_each, groups_of, pipeline
+from ._parallel import _BATCH, for_each, groups_of, pipeline
 from ._program import ParametricConeProgram
 from ._solvers import AbstractSolver, RawSolution, get_solver
 from ._typing import CSC, FloatArray, IntArray
@@ -150,7 +151,8 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         if not items:
             return []
         rows = [i for i, _, _ in items]
-        stack = lambda f: np.stack([getattr(raw, f) for _, _, raw in items])  # noqa: E731
+        raws = [raw for _, _, raw in items]
+        stack = lambda f: stack_rows(raws, f)  # noqa: E731
         return refine_many(engine.structure, [A for _, A, _ in items], A_vals[rows], b[rows],
                            c[rows], stack("x"), stack("y"), stack("s"), max_steps=refine,
                            indices=[first + i for i in rows])
@@ -187,7 +189,7 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
     # The solves run ahead on worker threads (they release the GIL); refinement,
     # which does not, on this one, a group of items at a time (see
     # _parallel.pipeline and _diff.refine_many).
-    pipeline(solve_raw, finish, B, jobs)
+    pipeline(solve_raw, finish, B, jobs, batch=_BATCH if batchable(engine.structure) else 1)
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 

@@ -77,8 +77,14 @@ def test_pipeline_finishes_in_groups(jobs):
         seen.extend(r for _, r in items)
 
     _parallel.pipeline(solve, finish, 50, jobs, batch=8)
-    assert groups == [list(range(k, min(k + 8, 50))) for k in range(0, 50, 8)]
-    assert seen == list(range(50))
+    assert [i for g in groups for i in g] == list(range(50)) == seen  # consecutive, in order
+    sizes = [len(g) for g in groups]
+    assert max(sizes) == 8 and sizes[:4] == [8] * 4
+    assert sizes == sorted(sizes, reverse=True)
+    if jobs == 1:  # no workers to keep busy: full groups
+        assert sizes == [8] * 6 + [2]
+    else:  # the last groups shrink, so that workers do not idle behind a long one
+        assert sizes[-1] == 1
 
 
 @pytest.mark.parametrize("where", ["solve", "finish"])
