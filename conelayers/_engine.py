@@ -215,7 +215,7 @@ def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
         dA[items], db[items], dc[items] = vjp_many(engine.structure, derivs, dx[items],
                                                    dy[items], np.zeros((items.size, p.m)))
 
-    for_each(group, len(groups), jobs)
+    for_each(group, len(groups), jobs, lambda k: groups[k].size)
     return dA, db, dc
 
 
@@ -234,5 +234,5 @@ def jvp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
         dx[items], dy[items], _ = jvp_many(engine.structure, derivs, dA[items], db[items],
                                            dc[items])
 
-    for_each(group, len(groups), jobs)
+    for_each(group, len(groups), jobs, lambda k: groups[k].size)
     return dx, dy

@@ -73,11 +73,14 @@ def _pool() -> tuple[ThreadPoolExecutor, ThreadpoolController]:
 _THREADED_ITEM = 2e-3
 
 
-def for_each(fn: Callable[[int], None], count: int, jobs: int | None) -> None:
+def for_each(fn: Callable[[int], None], count: int, jobs: int | None,
+             items: Callable[[int], int] = lambda i: 1) -> None:
     """Call ``fn(i)`` for i in range(count) on up to ``jobs`` threads (cvxpylayers'
     ``n_jobs``: -1 for all cores; ``None``, the default, for all cores where
     items are long enough to gain from them, see ``_THREADED_ITEM``), in
     contiguous chunks; the first exception raised by any call is re-raised here.
+    ``items(i)``: how many batch items call i works on (a group, see
+    :func:`groups_of`); the rule is on the time per batch item.
 
     BLAS runs single-threaded meanwhile, even with one worker: the per-item
     matrices are small, and OpenBLAS's threads made them 70x slower.
@@ -92,7 +95,7 @@ def for_each(fn: Callable[[int], None], count: int, jobs: int | None) -> None:
             started = time.perf_counter()
             fn(0)
             first = 1
-            if time.perf_counter() - started < _THREADED_ITEM:
+            if time.perf_counter() - started < _THREADED_ITEM * items(0):
                 workers = 1
         if workers <= 1 or count - first == 1:
             for i in range(first, count):

@@ -197,7 +197,8 @@ class Solution:
         if where.executor is None:
             ok = np.flatnonzero(self.ok)
             groups = groups_of(ok, batchable(self._engine.structure))
-            for_each(lambda k: many(groups[k], *extra), len(groups), where.jobs[1])
+            for_each(lambda k: many(groups[k], *extra), len(groups), where.jobs[1],
+                     lambda k: groups[k].size)
             return []
         ranges = where.ranges(self.batch_size)
         parts = map_chunks(where.executor, self._engine, where.token, fn,

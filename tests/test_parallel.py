@@ -128,7 +128,7 @@ def test_pipelines_from_concurrent_callers_all_complete():
     assert results == {k: list(range(25)) for k in range(5)}
 
 
-def _for_each_threads(count, jobs, seconds):
+def _for_each_threads(count, jobs, seconds, items=None):
     used = {}
 
     def fn(i):
@@ -137,7 +137,10 @@ def _for_each_threads(count, jobs, seconds):
             pass
         used[i] = threading.get_ident()
 
-    _parallel.for_each(fn, count, jobs)
+    if items is None:
+        _parallel.for_each(fn, count, jobs)
+    else:
+        _parallel.for_each(fn, count, jobs, lambda i: items)
     assert sorted(used) == list(range(count))
     return set(used.values())
 
@@ -154,6 +157,17 @@ def test_for_each_default_spreads_long_items():
     # The first item runs on the caller, timed; the rest in two chunks of ~16 ms.
     threads = _for_each_threads(9, None, 2 * _parallel._THREADED_ITEM)
     assert len(threads - {threading.get_ident()}) == 2
+
+
+@two_cores
+def test_for_each_default_judges_groups_by_their_time_per_item():
+    """A call that works on a group of 16 items (the derivative's groups) is
+    judged by its time per item: 16 items of 1/4 of _THREADED_ITEM stay on the
+    calling thread although the call takes 4 times _THREADED_ITEM; the same
+    call counted as one item is spread."""
+    long_call = 4 * _parallel._THREADED_ITEM
+    assert _for_each_threads(5, None, long_call, items=16) == {threading.get_ident()}
+    assert len(_for_each_threads(5, None, long_call, items=1) - {threading.get_ident()}) == 2
 
 
 @two_cores
