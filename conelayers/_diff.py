@@ -295,13 +295,12 @@ class Linearization:
         full[:N] = rhs  # the border row and the SOC unknowns' rows are zero
         if self.lu.singular or (check and self.condition > _COND_LIMIT):
             return self._lstsq(full, transpose)[:N]
-        op = self.K.T if transpose else self.K
         sol = self.lu.solve(full, transpose)
         scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
-        res = full - op @ sol
+        res = full - self.product(sol, transpose)
         if np.linalg.norm(res) > _REFINE_RTOL * scale:
             sol = sol + self.lu.solve(res, transpose)
-            res = full - op @ sol
+            res = full - self.product(sol, transpose)
         rel = float(np.linalg.norm(res)) / scale
         if check and not rel <= _WARN_RTOL:
             _warn(
@@ -309,6 +308,14 @@ class Linearization:
                 f"{rel:.1e}; this item's gradient is inaccurate."
             )
         return sol[:N]
+
+    def product(self, v: FloatArray, transpose: bool = False) -> FloatArray:
+        """K v (Kᵀ v if ``transpose``), K dense or on its pattern (CSC)."""
+        K = self.K
+        assert K is not None
+        if isinstance(K, np.ndarray):
+            return K.T @ v if transpose else K @ v
+        return self.structure.pattern.transpose_product(K.data, v) if transpose else K @ v
 
     @property
     def accuracy(self) -> float:
@@ -412,7 +419,8 @@ class Linearization:
         null = self._basis().N.T[:, : self.z.size]
         du, dv, dw = null[:, :n], null[:, n:-1], null[:, -1:]
         dx = du - dw * self.x
-        dy = np.stack([self.D(row) for row in dv]) - dw * self.y if len(dv) else dv
+        D = np.broadcast_to(self.D_vals, (len(dv), self.D_vals.size))
+        dy = self.structure.dproj.matvec_many(D, dv) - dw * self.y if len(dv) else dv
         return np.concatenate([dx, dy], axis=1)
 
 

@@ -82,12 +82,23 @@ def _soc_lowrank(v: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, Flo
     inside = nz <= t
     polar = (nz <= -t) & ~inside
     between = ~(inside | polar)
+    S = np.zeros((p, 2, 2))
+    if between.all():  # the same formulas without the masks (an active SOC at a solution)
+        rho = t / nz
+        alpha = 0.5 * (1.0 + rho)
+        proj, delta = np.empty_like(v), np.empty((p, d))
+        proj[:, 0] = alpha * nz
+        proj[:, 1:] = alpha[:, None] * z
+        delta[:, 0] = 0.5
+        delta[:, 1:] = alpha[:, None]
+        S[:, 0, 1] = S[:, 1, 0] = 0.5
+        S[:, 1, 1] = -0.5 * rho
+        return proj, delta, z / nz[:, None], S
     proj = np.zeros_like(v)
     proj[inside] = v[inside]
     delta = np.zeros((p, d))
     delta[inside] = 1.0
     u = np.zeros((p, d - 1))
-    S = np.zeros((p, 2, 2))
     if between.any():
         tb, zb, nb = t[between], z[between], nz[between]
         rho = tb / nb
