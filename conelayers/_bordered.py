@@ -184,15 +184,16 @@ class BorderedPattern:
         nb, nt, q = dproj.nblock, dproj.tail_rows.size, dproj.q
         block = D_vals[:, :nb]
         wide = lambda a: a[None] if B == 1 else np.broadcast_to(a, (B, a.size))  # noqa: E731
+        take = lambda a, idx: np.take(a, idx, axis=1)  # noqa: E731  (a[:, idx] is 3x slower)
         parts = [
-            A_vals[:, self._ad_a] * block[:, self._ad_d],  # AᵀD (block part)
+            take(A_vals, self._ad_a) * take(block, self._ad_d),  # AᵀD (block part)
             -A_vals,  # −A
             -block,  # −D (with the identity below: I − D)
             wide(self._ones_m),
             c,  # c column
             b,  # b column
             -c,  # −cᵀ row
-            -b[:, self._rd] * block,  # −bᵀD row
+            -take(b, self._rd) * block,  # −bᵀD row
             pi,  # border column Π(z)
             z,  # border row zᵀ
         ]
@@ -202,9 +203,9 @@ class BorderedPattern:
             tails, tcone = dproj.tail_rows, self._tail_cone
             ones_q = wide(self._ones_q)
             parts += [
-                A_vals[:, self._a_head], A_vals[:, self._a_tail] * u[:, self._a_tail_pos],
+                take(A_vals, self._a_head), take(A_vals, self._a_tail) * take(u, self._a_tail_pos),
                 -ones_q, -u,  # −W₀, −W₁
-                -b[:, self._heads], -b[:, tails] * u,  # −bᵀW₀, −bᵀW₁
+                -take(b, self._heads), -take(b, tails) * u,  # −bᵀW₀, −bᵀW₁
                 ones_q, ones_q,  # identity on ξ
                 -S[:, :, 0, 0], -S[:, tcone, 0, 1] * u,  # row ξ_j0
                 -S[:, :, 1, 0], -S[:, tcone, 1, 1] * u,  # row ξ_j1

@@ -282,7 +282,7 @@ class DualProjection:
         """W S Wᵀ X (or W Sᵀ Wᵀ X) row by row: ``values`` (B, nnz), ``X`` (B, m)."""
         B, nb, nt = X.shape[0], self.nblock, self.tail_rows.size
         u, S = values[:, nb:nb + nt], values[:, nb + nt:].reshape(B, self.q, 2, 2)
-        w1x = segment_sums(u * X[:, self.tail_rows], self.tail_cone, self.q)
+        w1x = segment_sums(u * np.take(X, self.tail_rows, axis=1), self.tail_cone, self.q)
         w = np.stack([X[:, self.heads], w1x], axis=2)  # Wᵀx per cone, (B, q, 2)
         a = np.einsum("bqji,bqj->bqi" if transpose else "bqij,bqj->bqi", S, w)
         out = segment_sums(u * a[:, self.tail_cone, 1], self.tail_rows, self.m)
@@ -300,13 +300,13 @@ class DualProjection:
     def matvec_many(self, values: FloatArray, X: FloatArray) -> FloatArray:
         """:meth:`matvec` row by row: ``values`` (B, nnz), ``X`` (B, m)."""
         block = values[:, : self.nblock]
-        out = segment_sums(block * X[:, self.cols], self.rows, self.m)
+        out = segment_sums(block * np.take(X, self.cols, axis=1), self.rows, self.m)
         return out + self._lowrank_apply(values, X, False) if self.q else out
 
     def rmatvec_many(self, values: FloatArray, X: FloatArray) -> FloatArray:
         """:meth:`rmatvec` row by row."""
         block = values[:, : self.nblock]
-        out = segment_sums(block * X[:, self.rows], self.cols, self.m)
+        out = segment_sums(block * np.take(X, self.rows, axis=1), self.cols, self.m)
         return out + self._lowrank_apply(values, X, True) if self.q else out
 
     def matrix(self, values: FloatArray) -> CSR:
