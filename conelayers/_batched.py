@@ -21,9 +21,11 @@ def segment_sums(weights: FloatArray, keys: IntArray, size: int) -> FloatArray:
     with the same sums in the same order as row by row."""
     B = weights.shape[0]
     if B == 1:
-        return np.bincount(keys, weights=weights[0], minlength=size)[None]
-    flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
-    return np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
+        out = np.bincount(keys, weights=weights[0], minlength=size)[None]
+    else:
+        flat = (keys[None, :] + size * np.arange(B)[:, None]).ravel()
+        out = np.bincount(flat, weights=weights.ravel(), minlength=B * size).reshape(B, size)
+    return out.astype(np.float64, copy=False)  # (float already: weights are; for the stubs)
 
 
 def stack_rows(objects: list, attribute: str) -> FloatArray:

@@ -163,7 +163,7 @@ class BorderedPattern:
         """Kᵀv for K with ``data`` on the pattern (SciPy's ``K.T @ v`` builds the
         transposed array first: a tenth of a small item's backward)."""
         return np.bincount(self._entry_cols, weights=data * v[self.indices],
-                           minlength=self.order)
+                           minlength=self.order).astype(np.float64, copy=False)
 
     def sparse_of(self, data: FloatArray) -> sp.csc_array:
         """K as a CSC array from its values on the pattern (no copy)."""

@@ -434,8 +434,9 @@ class Linearization:
 def _evaluate(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
               c: FloatArray, x: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
     """N and DΠ at z = (x, v, 1) for B points of one program at once (rows of
-    every argument; ``A_vals`` on A's fixed pattern, ``As`` the same as arrays): ``(proj, D_vals, pi, z,
-    residual, scales, relative residual)``, each with one row per point.
+    every argument; ``A_vals`` on A's fixed pattern, ``As`` the same as arrays):
+    ``(proj, D_vals, pi, z, residual, scales, relative residual)``, each with
+    one row per point.
 
     One point costs the same NumPy calls as B of them: refinement evaluates
     a whole batch's iterates together (:func:`refine_many`).
@@ -447,7 +448,8 @@ def _evaluate(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatA
     Aty = segment_sums(A_vals * np.take(proj, rows, axis=1), cols, n)
     # (One point: SciPy's CSC product, 3x faster than the gather and bincount on
     # the dense QP's 32,770 entries, whose items are refined one at a time.)
-    Ax = (As[0] @ x[0])[None] if B == 1 else segment_sums(A_vals * np.take(x, cols, axis=1), rows, m)
+    Ax = (As[0] @ x[0])[None] if B == 1 else segment_sums(A_vals * np.take(x, cols, axis=1),
+                                                           rows, m)
     cx, by = (c * x).sum(axis=1), (b * proj).sum(axis=1)
     pi = np.empty((B, n + m + 1))
     pi[:, :n], pi[:, n:-1], pi[:, -1] = x, proj, 1.0

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._batched import stack_rows
 from ._diff import (
     DerivativeMode,
     ItemDerivative,
@@ -24,10 +25,9 @@ from ._diff import (
     Structure,
     batchable,
     jvp_many,
+    refine_many,
     vjp_many,
 )
-from ._diff import refine_many
-from ._batched import stack_rows
 from ._errors import Status
 from ._parallel import _BATCH, for_each, groups_of, pipeline
 from ._program import ParametricConeProgram

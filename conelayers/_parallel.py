@@ -19,13 +19,16 @@ QP's (22–52 ms forward, 4 ms backward: Clarabel and LAPACK on matrices of orde
 389) ran 2.3x and 1.5x faster. Hence two schedules:
 
 * :func:`pipeline` (the forward pass): worker threads solve, the calling thread
-  refines;
-* :func:`for_each` (backward, JVP): with the default thread count the first item
-  runs alone and timed, and the rest go to threads only if it took at least
-  ``_THREADED_ITEM`` seconds. An explicit count (``n_jobs_*``) is used as given."""
+  refines groups of consecutive items (one batched evaluation per step for a
+  group, see ``_diff.refine_many``);
+* :func:`for_each` (backward, JVP, on the same groups, :func:`groups_of`): with
+  the default thread count the first call runs alone and timed, and the rest go
+  to threads only if it took at least ``_THREADED_ITEM`` seconds per item. An
+  explicit count (``n_jobs_*``) is used as given."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -141,8 +144,8 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
     in one batch, about as many NumPy calls as one item); until then it
     solves the next unsolved item itself, so that solver-bound batches still
     solve on every thread. The groups depend only on ``count``, ``batch`` and
-    whether threads are used, never on timing: a batch's results are the same bit for bit however its
-    solves were spread over threads.
+    whether threads are used, never on timing: a batch's results are the same
+    bit for bit however its solves were spread over threads.
     """
     workers = worker_count(jobs, count)
     if count == 0:
@@ -190,7 +193,7 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
             # the last group: the groups halve towards the end so that the last is
             # one item (NNLS + l1, refinement 4x the solve: a last group of 16 was
             # 12 % of the batch's time).
-            for first, end in zip(bounds[:-1], bounds[1:]):
+            for first, end in itertools.pairwise(bounds):
                 group = range(first, end)
                 while True:
                     while True:  # what the workers have solved meanwhile

@@ -26,7 +26,6 @@ axis, and the batch goes through C in one sparse matrix product.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -343,7 +343,7 @@ def test_refine_many_ends_where_refine_ends(make, solver, monkeypatch):
     if make is _qp_soc:
         values[3] = np.abs(values[3]) + 1.0  # h > 0: x = 0 is feasible
     args = _solver_answers(layer, values, solver)
-    structure, As, A_vals, b, c, X, Y, S = args
+    structure, As, _, b, c, X, Y, S = args
     alone = []
     real = diff.refine
     monkeypatch.setattr(diff, "refine", lambda *a, **k: alone.append(k["index"]) or real(*a, **k))
