@@ -803,8 +803,9 @@ def refine_many(
     LU of a regular K, chord steps. An item that leaves it (K singular or
     ill-conditioned, a Newton step that falls short above rounding level:
     where :func:`refine` tries pivots and least squares) is refined again
-    from the solver's answer by :func:`refine` itself, so every item ends
-    where :func:`refine` would take it.
+    from the solver's answer by :func:`refine` itself (handed the factored
+    start where no step was taken yet), so every item ends where
+    :func:`refine` would take it.
     """
     B = len(As)
     if B == 0:
@@ -826,7 +827,8 @@ def refine_many(
     while active:
         moves: list[tuple[int, FloatArray, bool]] = []  # (item, new z, chord step?)
         newton = [k for k in active if base[k] is None or chords[k] >= _CHORD_MAX]
-        data = values_many(structure, [lins[k] for k in newton])
+        data = dict(zip(newton, values_many(structure, [lins[k] for k in newton]),
+                        strict=True))
         for k in active:
             lin, prior = lins[k], base[k]
             if prior is not None and chords[k] < _CHORD_MAX:
@@ -837,7 +839,7 @@ def refine_many(
                     moves.append((k, lin.z + prior.lu.solve(full)[: lin.z.size], True))
                 continue
             base[k] = None
-            lin.factor(data[newton.index(k)], compact=False)
+            lin.factor(data[k], compact=False)
             steps[k] += 1
             assert lin.lu is not None and lin.K is not None
             if lin.lu.singular or (lin.K.shape[0] <= _DENSE_LSTSQ_MAX
@@ -1148,23 +1150,20 @@ class ItemDerivative:
     """The derivative of the solution map at one solved item.
 
     Build with :meth:`at` (optionally from the :class:`Linearization` that
-    refinement left behind); then :meth:`jvp` and :meth:`vjp` may be called
-    any number of times: the factorization is computed once and kept (callers
-    drop a ``heavy`` one after use, see ``_KEEP_BYTES``).
+    refinement left behind); then :func:`jvp_many` and :func:`vjp_many` (one
+    item or a group) may use it any number of times: the factorization is
+    computed once and kept (callers drop a ``heavy`` one after use, see
+    ``_KEEP_BYTES``).
     """
 
     x: FloatArray
     y: FloatArray
     s: FloatArray
     pi: FloatArray
-    D: Callable[[FloatArray], FloatArray]  # v ↦ DΠ_{K*} v
-    DT: Callable[[FloatArray], FloatArray]  # v ↦ DΠ_{K*}ᵀ v
-    rows: IntArray  # A's pattern: row index of each stored entry
-    cols: IntArray  # ... and its column index
+    D_vals: FloatArray  # values of DΠ_{K*} on structure.dproj's pattern
     solve: Callable[[FloatArray], FloatArray]  # dz with M dz = g
     solve_t: Callable[[FloatArray], FloatArray]  # r with Mᵀ r = h
     heavy: bool = False  # its factorization is above _KEEP_BYTES: not worth keeping
-    D_vals: FloatArray | None = None  # D's values (structure.dproj's pattern), for vjp_many
 
     @classmethod
     def at(
@@ -1182,7 +1181,6 @@ class ItemDerivative:
         whether the requested outputs still have a derivative along every
         parameter direction; a warning is given if not.
         """
-        rows, cols = structure.a_rows, structure.a_cols
         lin = linearization or Linearization.at(structure, A, b, c, x, y - s, index)
         if mode is DerivativeMode.exact:
             lin.factor()
@@ -1199,47 +1197,17 @@ class ItemDerivative:
             solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
         else:
             solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode)
-        return cls(lin.x, lin.y, lin.s, lin.pi, lin.D, lin.DT, rows, cols, solve, solve_t,
-                   heavy=mode is DerivativeMode.exact and lin.heavy, D_vals=lin.D_vals)
-
-    def jvp(
-        self, dA: FloatArray, db: FloatArray, dc: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """``jvp(dA (nnz,), db (m,), dc (n,)) -> (dx, dy, ds)``; dA on A's pattern."""
-        n, m = self.x.size, self.y.size
-        px, py = self.pi[:n], self.pi[n:-1]
-        dAtpy = np.bincount(self.cols, weights=dA * py[self.rows], minlength=n)
-        dApx = np.bincount(self.rows, weights=dA * px[self.cols], minlength=m)
-        g = np.concatenate([dAtpy + dc, db - dApx, [-(dc @ px) - (db @ py)]])
-        if not np.any(g):
-            return np.zeros(n), np.zeros(m), np.zeros(m)
-        dz = self.solve(g)
-        du, dv, dw = dz[:n], dz[n:-1], dz[-1]
-        Ddv = self.D(dv)
-        return -(du - self.x * dw), -(Ddv - self.y * dw), -(Ddv - dv - self.s * dw)
-
-    def vjp(
-        self, dx: FloatArray, dy: FloatArray, ds: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """``vjp(dx (n,), dy (m,), ds (m,)) -> (dA (nnz,), db (m,), dc (n,))``."""
-        n = self.x.size
-        dw = -(self.x @ dx + self.y @ dy + self.s @ ds)
-        h = np.concatenate([dx, self.DT(dy + ds) - ds, [dw]])
-        if not np.any(h):
-            return np.zeros(self.rows.size), np.zeros(self.y.size), np.zeros(n)
-        r = self.solve_t(h)
-        rx, ry, rw = r[:n], r[n:-1], r[-1]
-        px, py = self.pi[:n], self.pi[n:-1]
-        dA = px[self.cols] * ry[self.rows] - py[self.rows] * rx[self.cols]
-        return dA, py * rw - ry, px * rw - rx
+        return cls(lin.x, lin.y, lin.s, lin.pi, lin.D_vals, solve, solve_t,
+                   heavy=mode is DerivativeMode.exact and lin.heavy)
 
 
 def vjp_many(structure: Structure, derivs: list[ItemDerivative], dx: FloatArray,
              dy: FloatArray, ds: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """:meth:`ItemDerivative.vjp` for several items of one program (rows of
-    ``dx``, ``dy``, ``ds``; item k is ``derivs[k]``): the products with the
-    projection's Jacobian and the formulas for (dA, db, dc) once for all, the
-    linear solve item by item (each with its own checks and degenerate paths)."""
+    """The adjoint at one or several solved items of one program:
+    ``(dx, dy, ds) → (dA on A's pattern, db, dc)``, one row per item (item k
+    is ``derivs[k]``). The products with the projection's Jacobian and the
+    formulas for (dA, db, dc) run once for all rows; the linear solve with Mᵀ
+    item by item (each with its own checks and degenerate paths)."""
     rows, cols, n = structure.a_rows, structure.a_cols, derivs[0].x.size
     stack = lambda f: stack_rows(derivs, f)  # noqa: E731
     X, Y, S, P = stack("x"), stack("y"), stack("s"), stack("pi")
@@ -1259,8 +1227,9 @@ def vjp_many(structure: Structure, derivs: list[ItemDerivative], dx: FloatArray,
 
 def jvp_many(structure: Structure, derivs: list[ItemDerivative], dA: FloatArray,
              db: FloatArray, dc: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """:meth:`ItemDerivative.jvp` for several items of one program (rows), as
-    :func:`vjp_many` does the adjoint."""
+    """The derivative at one or several solved items of one program:
+    ``(dA on A's pattern, db, dc) → (dx, dy, ds)``, one row per item, batched
+    as :func:`vjp_many` is."""
     rows, cols = structure.a_rows, structure.a_cols
     n, m = derivs[0].x.size, derivs[0].y.size
     stack = lambda f: stack_rows(derivs, f)  # noqa: E731
