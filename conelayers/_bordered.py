@@ -37,7 +37,6 @@ from ._typing import FloatArray, IntArray
 __all__ = ["BorderedPattern"]
 
 
-
 def _expand_pairs(keys_a: IntArray, keys_b: IntArray, n_keys: int) -> tuple[IntArray, IntArray]:
     """All pairs (i, j) with keys_a[i] == keys_b[j], vectorized (a sparse join)."""
     order_b = np.argsort(keys_b, kind="stable")

@@ -217,12 +217,6 @@ class Linearization:
                                                        self.x.size)[0])
         return self._relative
 
-    def D(self, x: FloatArray) -> FloatArray:
-        return self.structure.dproj.matvec(self.D_vals, x)
-
-    def DT(self, x: FloatArray) -> FloatArray:
-        return self.structure.dproj.rmatvec(self.D_vals, x)
-
     def factor(self, data: FloatArray | None = None, *, compact: bool = True) -> None:
         """Form K = [[M, Π(z)], [zᵀ, 0]] and its LU (idempotent).
 
@@ -714,7 +708,7 @@ def refine(
     base: Linearization | None = None  # the last point whose LU gave a Newton step
     while steps < max_steps and lin.relative_residual > _REFINED:
         if base is not None and chords < _CHORD_MAX:
-            trial = _chord_step(structure, base, lin, index)
+            trial = _chord_step(structure, base, lin)
             if trial is not None:
                 chords += 1
                 lin = trial
@@ -729,7 +723,7 @@ def refine(
         lin.factor(compact=False)  # (an iterate: dropped after its step)
         steps += 1
         try:
-            trial, extra = _step(structure, lin, budget=max_steps - steps, index=index)
+            trial, extra = _step(structure, lin, budget=max_steps - steps)
         except np.linalg.LinAlgError:
             # A step that cannot be computed falls short like any other: the
             # point reached so far stands. (Seen once, not reproduced, on the
@@ -832,11 +826,7 @@ def refine_many(
         for k in active:
             lin, prior = lins[k], base[k]
             if prior is not None and chords[k] < _CHORD_MAX:
-                assert prior.lu is not None and prior.K is not None
-                full = np.zeros(prior.K.shape[0])
-                full[: lin.z.size] = -lin.residual
-                with np.errstate(all="ignore"):
-                    moves.append((k, lin.z + prior.lu.solve(full)[: lin.z.size], True))
+                moves.append((k, lin.z + _chord_direction(prior, lin), True))
                 continue
             base[k] = None
             lin.factor(data[k], compact=False)
@@ -911,9 +901,17 @@ def _points_many(structure: Structure, lins: list[Linearization],
     return out
 
 
+def _chord_direction(base: Linearization, lin: Linearization) -> FloatArray:
+    """dz with K₀ [dz; λ] = [−N(z); 0] at ``lin``'s z, K₀ factored at ``base``."""
+    assert base.lu is not None and base.K is not None
+    full = np.zeros(base.K.shape[0])
+    full[: lin.z.size] = -lin.residual
+    with np.errstate(all="ignore"):
+        return base.lu.solve(full)[: lin.z.size]
 
-def _chord_step(structure: Structure, base: Linearization, lin: Linearization,
-                index: int) -> Linearization | None:
+
+def _chord_step(structure: Structure, base: Linearization,
+                lin: Linearization) -> Linearization | None:
     """The Newton step from ``lin`` with ``base``'s LU (a chord step), kept
     under the same test as any step (it at least halves the relative
     residual); None otherwise, and then ``lin`` is factored after all.
@@ -927,12 +925,7 @@ def _chord_step(structure: Structure, base: Linearization, lin: Linearization,
     item. The derivative still factors the point refinement returns (the
     exact K there), so gradients are unchanged.
     """
-    assert base.lu is not None and base.K is not None
-    full = np.zeros(base.K.shape[0])
-    full[: lin.z.size] = -lin.residual
-    with np.errstate(all="ignore"):
-        dz = base.lu.solve(full)[: lin.z.size]
-    trial = _point(structure, lin, lin.z + dz, index)
+    trial = _point(structure, lin, lin.z + _chord_direction(base, lin))
     if trial is not None and trial.relative_residual <= _DECISIVE * lin.relative_residual:
         return trial
     return None
@@ -997,8 +990,8 @@ _DECISIVE = 0.5
 _ROUNDING = 1e-13
 
 
-def _step(structure: Structure, lin: Linearization, *, budget: int,
-          index: int) -> tuple[Linearization | None, int]:
+def _step(structure: Structure, lin: Linearization, *,
+          budget: int) -> tuple[Linearization | None, int]:
     """One refinement step from ``lin`` (factored): the point it reaches, or
     None where no step reduces the residual decisively, and the number of
     extra factorizations it used (at most ``budget``).
@@ -1042,7 +1035,7 @@ def _step(structure: Structure, lin: Linearization, *, budget: int,
     # least-squares step is Newton's step on the determined components.
     least_squares = lin.lu.singular or (small and lin.condition > _COND_LIMIT)
     dz = _newton_direction(lin, least_squares=least_squares)
-    trial = _point(structure, lin, lin.z + dz, index)
+    trial = _point(structure, lin, lin.z + dz)
     if trial is not None and trial.relative_residual <= target:
         return trial, 0
     if lin.relative_residual <= _ROUNDING:
@@ -1054,19 +1047,19 @@ def _step(structure: Structure, lin: Linearization, *, budget: int,
         for direction, reach in [*rays, (dz, 1.0)]:
             if used >= budget:
                 break
-            across = _across_boundary(structure, lin, direction, reach, index)
+            across = _across_boundary(structure, lin, direction, reach)
             if across is None:
                 continue
             used += 1
             across.factor(compact=False)
             assert across.lu is not None
             step = _newton_direction(across, least_squares=across.lu.singular)
-            pivoted = _point(structure, across, across.z + step, index)
+            pivoted = _point(structure, across, across.z + step)
             if pivoted is not None and pivoted.relative_residual <= target:
                 return pivoted, used
     if not least_squares and small:
         dz = _newton_direction(lin, least_squares=True)
-        trial = _point(structure, lin, lin.z + dz, index)
+        trial = _point(structure, lin, lin.z + dz)
         if trial is not None and trial.relative_residual <= target:
             return trial, used
     return None, used
@@ -1111,24 +1104,21 @@ def _newton_direction(lin: Linearization, *, least_squares: bool) -> FloatArray:
     return (lin._lstsq(full, transpose=False) if least_squares else lin.lu.solve(full))[:N]
 
 
-def _point(structure: Structure, lin: Linearization, z_new: FloatArray,
-           index: int) -> Linearization | None:
+def _point(structure: Structure, lin: Linearization,
+           z_new: FloatArray) -> Linearization | None:
     """The linearization at z_new / w (N is positively homogeneous: the
     embedding's solutions are rays, normalized to w = 1); None unless finite
     with w > 0."""
-    if not (np.isfinite(z_new).all() and z_new[-1] > 0):
-        return None
-    z_new = z_new / z_new[-1]
-    n = lin.x.size
-    new = Linearization.at(structure, lin.A, lin.b, lin.c, z_new[:n], z_new[n:-1], index)
-    # Where K was singular here, its null spaces seed the next point's (see
-    # _bordered_null): no SVD there unless the rank changed.
-    new.hint = lin._null
+    new = _points_many(structure, [lin], [z_new])[0]
+    if new is not None:
+        # Where K was singular here, its null spaces seed the next point's (see
+        # _bordered_null): no SVD there unless the rank changed.
+        new.hint = lin._null
     return new
 
 
 def _across_boundary(structure: Structure, lin: Linearization, dz: FloatArray,
-                     reach: float, index: int) -> Linearization | None:
+                     reach: float) -> Linearization | None:
     """The point in the middle of the next piece of N along the ray
     z + t·dz, 0 < t < ``reach``, across its first sign change of a
     nonnegative-cone entry of v (one row entering or leaving the active set);
@@ -1142,7 +1132,7 @@ def _across_boundary(structure: Structure, lin: Linearization, dz: FloatArray,
     if not t.size:
         return None
     t_next = t[1] if t.size > 1 else min(reach, 2.0 * t[0])
-    return _point(structure, lin, lin.z + 0.5 * (t[0] + t_next) * dz, index)
+    return _point(structure, lin, lin.z + 0.5 * (t[0] + t_next) * dz)
 
 
 @dataclass(eq=False)

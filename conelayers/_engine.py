@@ -29,7 +29,7 @@ from ._diff import (
     vjp_many,
 )
 from ._errors import Status
-from ._parallel import _BATCH, for_each, groups_of, pipeline
+from ._parallel import for_groups, group_size, groups_of, pipeline
 from ._program import ParametricConeProgram
 from ._solvers import AbstractSolver, RawSolution, get_solver
 from ._typing import CSC, FloatArray, IntArray
@@ -189,7 +189,7 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
     # The solves run ahead on worker threads (they release the GIL); refinement,
     # which does not, on this one, a group of items at a time (see
     # _parallel.pipeline and _diff.refine_many).
-    pipeline(solve_raw, finish, B, jobs, batch=_BATCH if batchable(engine.structure) else 1)
+    pipeline(solve_raw, finish, B, jobs, batch=group_size(batchable(engine.structure)))
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 
@@ -209,13 +209,12 @@ def vjp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
     dA, db, dc = np.zeros((B, p.nnz)), np.zeros((B, p.m)), np.zeros((B, p.n))
     groups = groups_of(np.flatnonzero(np.isfinite(x).all(axis=1)), batchable(engine.structure))
 
-    def group(k: int) -> None:
-        items = groups[k]
+    def group(items: IntArray) -> None:
         derivs = _derivatives(engine, mode, A_vals, b, c, x, y, s, items, first)
         dA[items], db[items], dc[items] = vjp_many(engine.structure, derivs, dx[items],
                                                    dy[items], np.zeros((items.size, p.m)))
 
-    for_each(group, len(groups), jobs, lambda k: groups[k].size)
+    for_groups(group, groups, jobs)
     return dA, db, dc
 
 
@@ -228,11 +227,10 @@ def jvp_items(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: Float
     dx, dy = np.full((B, p.n), np.nan), np.full((B, p.m), np.nan)
     groups = groups_of(np.flatnonzero(np.isfinite(x).all(axis=1)), batchable(engine.structure))
 
-    def group(k: int) -> None:
-        items = groups[k]
+    def group(items: IntArray) -> None:
         derivs = _derivatives(engine, mode, A_vals, b, c, x, y, s, items, first)
         dx[items], dy[items], _ = jvp_many(engine.structure, derivs, dA[items], db[items],
                                            dc[items])
 
-    for_each(group, len(groups), jobs, lambda k: groups[k].size)
+    for_groups(group, groups, jobs)
     return dx, dy

@@ -40,7 +40,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["for_each", "groups_of", "pipeline", "worker_count"]
+__all__ = ["for_each", "for_groups", "group_size", "groups_of", "pipeline", "worker_count"]
 
 T = TypeVar("T")
 
@@ -121,12 +121,24 @@ def for_each(fn: Callable[[int], None], count: int, jobs: int | None,
 _BATCH = 16
 
 
-def groups_of(items: np.ndarray, together: bool, size: int = _BATCH) -> list[np.ndarray]:
-    """``items`` in consecutive groups of ``size`` (of one each unless
-    ``together``): the units :func:`for_each` spreads over threads where a
-    pass works on groups of items (the derivative, see _diff.vjp_many)."""
-    size = size if together else 1
+def group_size(together: bool) -> int:
+    """Items per group: ``_BATCH`` where the program's items are worked on
+    together (``_diff.batchable``), else one."""
+    return _BATCH if together else 1
+
+
+def groups_of(items: np.ndarray, together: bool) -> list[np.ndarray]:
+    """``items`` in consecutive groups of :func:`group_size`: the units of a
+    pass that works on groups of items (the derivative, see _diff.vjp_many)."""
+    size = group_size(together)
     return [items[k:k + size] for k in range(0, items.size, size)]
+
+
+def for_groups(fn: Callable[[np.ndarray], None], groups: list[np.ndarray],
+               jobs: int | None) -> None:
+    """``fn(group)`` for every group, as :func:`for_each` runs calls (the
+    thread rule judged per item of a group)."""
+    for_each(lambda k: fn(groups[k]), len(groups), jobs, lambda k: groups[k].size)
 
 
 def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], None],

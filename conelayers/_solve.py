@@ -40,7 +40,7 @@ from ._errors import (
     describe_failures,
     describe_inaccurate,
 )
-from ._parallel import for_each, groups_of
+from ._parallel import for_groups, groups_of
 from ._remote import map_chunks
 from ._typing import BoolArray, FloatArray, IntArray
 from ._validate import Batch, check_cotangents, check_tangents, gradients
@@ -152,10 +152,6 @@ class Solution:
     def _unbatch(self, value: FloatArray) -> FloatArray:
         return value if self._batch.any_batched else value[0]
 
-    def _derivative_at(self, i: int) -> ItemDerivative:
-        with self._locks[i % len(self._locks)]:
-            return self._build(i)
-
     def _build(self, i: int) -> ItemDerivative:
         """Item i's derivative, built if not yet (the caller holds i's lock)."""
         item = self._derivatives[i]
@@ -197,8 +193,7 @@ class Solution:
         if where.executor is None:
             ok = np.flatnonzero(self.ok)
             groups = groups_of(ok, batchable(self._engine.structure))
-            for_each(lambda k: many(groups[k], *extra), len(groups), where.jobs[1],
-                     lambda k: groups[k].size)
+            for_groups(lambda items: many(items, *extra), groups, where.jobs[1])
             return []
         ranges = where.ranges(self.batch_size)
         parts = map_chunks(where.executor, self._engine, where.token, fn,
