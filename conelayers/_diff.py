@@ -73,7 +73,7 @@ from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning, ParameterError
-from ._factor import DenseLU, NearbyLU, SparseLU, dense
+from ._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, dense
 from ._typing import CSC, FloatArray, IntArray
 
 __all__ = ["DerivativeMode", "ItemDerivative", "Linearization", "Structure", "batchable",
@@ -143,20 +143,22 @@ def _warn(message: str) -> None:
 @dataclass(frozen=True, eq=False)
 class Structure:
     """Everything about the derivative that depends only on the program's
-    structure: the dual-cone projection's pattern and K's pattern."""
+    structure: the dual-cone projection's pattern, K's pattern and the column
+    ordering its sparse LUs use."""
 
     layout: ConeLayout
     dproj: DualProjection
     pattern: BorderedPattern
     a_rows: IntArray  # A's pattern: the row of each stored entry (CSC order)
     a_cols: IntArray  # ... and its column
+    ordering: SparseOrdering  # (chosen on the first sparse factorization)
 
     @classmethod
     def of(cls, A_indices: IntArray, A_indptr: IntArray, n: int, layout: ConeLayout) -> Structure:
         dproj = DualProjection(layout, lowrank=True)
-        return cls(layout, dproj, BorderedPattern(A_indices, A_indptr, n, layout.dim, dproj),
-                   np.asarray(A_indices, dtype=np.intp),
-                   np.repeat(np.arange(n), np.diff(A_indptr)))
+        pattern = BorderedPattern(A_indices, A_indptr, n, layout.dim, dproj)
+        return cls(layout, dproj, pattern, np.asarray(A_indices, dtype=np.intp),
+                   np.repeat(np.arange(n), np.diff(A_indptr)), SparseOrdering(pattern.order))
 
 
 @dataclass(eq=False)
@@ -239,7 +241,7 @@ class Linearization:
             # (sparsemax, QP, SDP: no change measured), so it is not reused.
             reused = NearbyLU.of(nearby, self.K) if nearby is not None else None
             del nearby  # (declined: not held while K factors itself)
-            self.lu = reused if reused is not None else SparseLU(self.K)
+            self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
             return
         self.K = pattern.dense_of(data)
         self.lu = DenseLU(self.K)

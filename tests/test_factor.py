@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conelayers._factor import DenseLU, NearbyLU, SparseLU, _inverse_norm_1
+import pickle
+
+import scipy.sparse.linalg as spla
+
+from conelayers._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, _inverse_norm_1
 
 
 def _matrices(rng):
@@ -111,3 +115,54 @@ def test_nearby_lu_factors_K_when_refinement_does_not_converge(rng):
     assert lu._own is not None
     assert np.linalg.norm(K @ sol - rhs) <= 1e-13 * np.linalg.norm(rhs)
     np.testing.assert_allclose(lu.condition, lu._own.condition)
+
+
+def _fill(K, spec):
+    return spla.splu(K, permc_spec=spec).nnz
+
+
+def test_sparse_ordering_keeps_the_candidate_with_less_fill(rng):
+    # Oracle: SciPy's own splu with each ordering. Random patterns, where either
+    # ordering can win, and a symmetric one, where minimum degree on Kᵀ + K wins.
+    chosen = set()
+    B = sp.random_array((300, 300), density=0.01, rng=rng)
+    matrices = [sp.csc_array(sp.random_array((n, n), density=d, rng=rng)
+                             + sp.diags_array(rng.uniform(1e-3, 1.0, n)))
+                for n, d in ((60, 0.01), (60, 0.03), (200, 0.01), (400, 0.03))]
+    for K in [*matrices, sp.csc_array(B + B.T + sp.diags_array(rng.uniform(1.0, 2.0, 300)))]:
+        fills = {spec: _fill(K, spec) for spec in ("MMD_AT_PLUS_A", "COLAMD")}
+        ordering = SparseOrdering(K.shape[0])
+        lu = ordering.factor(K)
+        assert ordering.spec == lu.spec == min(fills, key=fills.get)
+        chosen.add(ordering.spec)
+        rhs = rng.standard_normal(K.shape[0])
+        np.testing.assert_allclose(K @ lu.solve(rhs), rhs, atol=1e-10)
+        # Later factorizations (another K on the pattern) use the choice.
+        K2 = K.copy()
+        K2.data = K2.data * rng.uniform(0.5, 2.0, K2.nnz)
+        assert ordering.factor(K2).spec == ordering.spec
+    assert chosen == {"MMD_AT_PLUS_A", "COLAMD"}  # both candidates were needed
+
+
+def test_sparse_ordering_of_large_or_singular_K_and_pickling():
+    assert SparseOrdering(1001).spec == "MMD_AT_PLUS_A"  # no trial factorizations
+    singular = sp.csc_array(np.array([[1.0, 2.0], [2.0, 4.0]]))
+    regular = sp.csc_array(np.array([[2.0, 1.0], [1.0, 3.0]]))
+    ordering = SparseOrdering(2)
+    assert ordering.factor(singular).singular and ordering.spec is None  # nothing learned
+    copy = pickle.loads(pickle.dumps(ordering))
+    assert copy.spec is None
+    assert copy.factor(regular).spec == copy.spec is not None
+    for _ in range(2):  # three singular K in all: the default stays
+        assert ordering.factor(singular).singular
+    assert ordering.spec == "MMD_AT_PLUS_A"
+
+
+def test_nearby_fallback_factors_with_the_base_ordering(rng):
+    K0 = sp.csc_array(sp.random_array((80, 80), density=0.05, rng=rng) + sp.eye_array(80))
+    base = SparseLU(K0, "COLAMD")
+    far = sp.csc_array(K0 + 0.5 * sp.eye_array(80))
+    near = NearbyLU(base, far, 0.0)  # (told it converges: it will not)
+    rhs = rng.standard_normal(80)
+    np.testing.assert_allclose(far @ near.solve(rhs), rhs, atol=1e-10)
+    assert near._own is not None and near._own.spec == "COLAMD"
