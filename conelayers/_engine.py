@@ -142,10 +142,20 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
     if refine > 0:
         options = solver.for_refinement(options, program.nnz)
     tight = solver.tightened(options)
+    # Where refinement polishes the answers, the solver may set up once and
+    # update (AbstractSolver.solving: an item's answer then depends on the
+    # call's first item too, at the solver's tolerance, and after refinement
+    # to rounding). Without refinement every item is solved afresh: its answer
+    # in a batch is exactly its answer alone.
+    if refine > 0:
+        solve = solver.solving(prepared, options,
+                               lambda: (program.matrix(A_vals[0]), b[0], c[0]))
+    else:
+        solve = lambda A, b_i, c_i: solver.solve(prepared, A, b_i, c_i, options)  # noqa: E731
 
     def solve_raw(i: int) -> tuple[CSC, RawSolution]:
         A = program.matrix(A_vals[i])
-        return A, solver.solve(prepared, A, b[i], c[i], options)
+        return A, solve(A, b[i], c[i])
 
     def refined(items: list[tuple[int, CSC, RawSolution]]) -> list[Linearization]:
         if not items:

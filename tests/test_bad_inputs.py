@@ -36,14 +36,18 @@ FRONTENDS = ["numpy",
 
 @pytest.fixture(autouse=True)
 def no_solve(monkeypatch):
-    """Any call to a solver adapter's ``solve`` fails the test."""
+    """Any call to a solver adapter's ``solve`` (or ``solving``, which sets up
+    a call's solves) fails the test."""
 
-    def refuse(self, *args, **kwargs):
-        raise AssertionError(f"{type(self).__name__}.solve was called: the input was not "
-                             "rejected before the solve")
+    def refusing(method):
+        def refuse(self, *args, **kwargs):
+            raise AssertionError(f"{type(self).__name__}.{method} was called: the input was "
+                                 "not rejected before the solve")
+        return refuse
 
     for cls in SOLVERS.values():
-        monkeypatch.setattr(cls, "solve", refuse)
+        for method in ("solve", "solving"):
+            monkeypatch.setattr(cls, method, refusing(method))
 
 
 def layer_class(frontend: str):
@@ -316,7 +320,7 @@ def test_the_guard_catches_a_solve():
     """The guard is live: a good call reaches the (patched) solver and fails."""
     s = setup()
     layer = CvxpyLayer(s.problem, s.parameters, s.variables)
-    with pytest.raises(AssertionError, match=r"ClarabelSolver\.solve was called"):
+    with pytest.raises(AssertionError, match=r"ClarabelSolver\.solving? was called"):
         layer.solve(*s.good)
 
 

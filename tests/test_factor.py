@@ -8,12 +8,11 @@ dense LU's estimator, the same algorithm) is held to the same test.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-import pickle
-
 import scipy.sparse.linalg as spla
 
 from conelayers._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, _inverse_norm_1

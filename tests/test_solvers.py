@@ -370,6 +370,124 @@ def test_a_prepared_structure_serves_many_programs(name, layout_name, rng):
     assert solved >= 1  # (a rare honest solver failure is allowed; see TRIALS)
 
 
+def _same_pattern_programs(rng, layout, count):
+    """Programs on one (dense) A pattern: ``count − 1`` with the planted,
+    nondegenerate (y*, s*) of one program and each its own A and x*, then an
+    infeasible one."""
+    A0, _, _, _, y, s = planted_program(rng, layout, boundary=False)
+    programs = []
+    for _ in range(count - 1):
+        A = sp.csc_array(rng.standard_normal(A0.shape))
+        programs.append((A, A @ rng.standard_normal(A0.shape[1]) + s, -(A.T @ y)))
+    programs.append(planted_infeasible(rng, layout, n=A0.shape[1]))
+    assert all(A.nnz == A0.size for A, _, _ in programs)  # (one pattern: all stored)
+    return programs
+
+
+@pytest.mark.parametrize("layout_name", ["lp", "soc", "psd", "exp"])
+def test_clarabel_solving_updates_one_solver_and_answers_as_fresh_solves(layout_name, rng,
+                                                                         monkeypatch):
+    """``solving`` (one persistent Clarabel solver per thread, data updated per
+    item): the answers are optimal to the solver's tolerance, as fresh solves'
+    are (oracle: the KKT conditions, and the fresh answers); an item whose
+    updated solve fails is solved afresh (the infeasible one: its status is the
+    fresh one's); and an item's answer does not depend on the order the items
+    come in or on the thread (equal bit for bit)."""
+    import threading
+
+    import clarabel
+
+    layout = ConeLayout.from_dims(**LAYOUTS[layout_name])
+    programs = _same_pattern_programs(rng, layout, 6)
+    solver = ClarabelSolver()
+    options = solver.translate_options(TIGHT["Clarabel"])
+    prepared = solver.prepare(layout, programs[0][0].shape[1])
+    built = []
+    real = clarabel.DefaultSolver
+    monkeypatch.setattr(clarabel, "DefaultSolver", lambda *a: built.append(1) or real(*a))
+    fresh_calls = []
+    real_solve = ClarabelSolver.solve
+    monkeypatch.setattr(ClarabelSolver, "solve",
+                        lambda self, *a: fresh_calls.append(1) or real_solve(self, *a))
+    solve = solver.solving(prepared, options, lambda: programs[0])
+    forward = [solve(*p) for p in programs]
+    assert len(built) - len(fresh_calls) == 1  # one set-up, then updates
+    assert len(fresh_calls) == 1  # the infeasible item, solved afresh
+    backward = solver.solving(prepared, options, lambda: programs[0])
+    answers = {i: backward(*programs[i]) for i in reversed(range(len(programs)))}
+    threaded: dict = {}
+    on_threads = solver.solving(prepared, options, lambda: programs[0])
+    workers = [threading.Thread(target=lambda k=k: threaded.update(
+        {i: on_threads(*programs[i]) for i in range(k, len(programs), 2)})) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    monkeypatch.undo()
+    for i, (A, b, c) in enumerate(programs):
+        raw, fresh = forward[i], solver.solve(prepared, A, b, c, options)
+        assert raw.status is fresh.status
+        for other in (answers[i], threaded[i]):
+            assert other.status is raw.status
+            for attr in ("x", "y", "s"):
+                assert np.array_equal(getattr(other, attr), getattr(raw, attr))
+        if i == len(programs) - 1:
+            assert raw.status in (Status.infeasible, Status.infeasible_inaccurate)
+            continue
+        assert raw.status.ok
+        scale = scale_of(raw.x, raw.y, raw.s)
+        for what, r in kkt_residuals(layout, A, b, c, raw).items():
+            assert r <= tolerance(raw.status, True) * scale, (what, r)
+        np.testing.assert_allclose(raw.x, fresh.x, atol=SOLUTION_TOL * scale, rtol=0)
+
+
+def _banded_sdp(rng, k=8, count=3):
+    """min cᵀx s.t. X = 2I + Σ xⱼ Eⱼ ⪰ 0 over X's tridiagonal entries: an aggregate
+    sparsity pattern Clarabel's chordal decomposition splits into 2×2 cliques."""
+    band = [(i, j) for i in range(k) for j in range(k) if 0 <= i - j <= 1]
+    columns = []
+    for i, j in band:
+        E = np.zeros((k, k))
+        E[i, j] = E[j, i] = 1.0
+        columns.append(-svec(E))
+    programs = []
+    for _ in range(count):
+        A = sp.csc_array(np.array(columns).T * rng.uniform(0.5, 2.0, len(band)))
+        M = rng.standard_normal((k, k))
+        programs.append((A, svec(2 * np.eye(k)), -(A.T @ svec(M @ M.T + np.eye(k)))))
+    return ConeLayout.from_dims(psd=(k,)), programs
+
+
+@pytest.mark.parametrize("case", ["presolve asked for", "chordal decomposition applies"])
+def test_clarabel_solving_solves_afresh_where_updates_are_ruled_out(case, rng, monkeypatch):
+    """With presolve asked for, or where Clarabel's chordal decomposition
+    applies, Clarabel refuses data updates: every item is set up afresh and
+    answered exactly as ``solve`` answers it."""
+    import clarabel
+
+    if case == "presolve asked for":
+        layout = ConeLayout.from_dims(**LAYOUTS["lp"])
+        programs = _same_pattern_programs(rng, layout, 4)[:3]  # (the feasible ones)
+        extra, seeds = {"presolve_enable": True}, 0
+    else:
+        layout, programs = _banded_sdp(rng)
+        extra, seeds = {}, 1  # (the refused set-up on the first item)
+    solver = ClarabelSolver()
+    options = solver.translate_options({**TIGHT["Clarabel"], **extra})
+    prepared = solver.prepare(layout, programs[0][0].shape[1])
+    built = []
+    real = clarabel.DefaultSolver
+    monkeypatch.setattr(clarabel, "DefaultSolver", lambda *a: built.append(1) or real(*a))
+    solve = solver.solving(prepared, options, lambda: programs[0])
+    answers = [solve(A, b, c) for A, b, c in programs]
+    assert len(built) == len(programs) + seeds
+    monkeypatch.undo()
+    for (A, b, c), raw in zip(programs, answers, strict=True):
+        fresh = solver.solve(prepared, A, b, c, options)
+        assert raw.status is fresh.status is Status.optimal
+        assert np.array_equal(raw.x, fresh.x) and np.array_equal(raw.y, fresh.y)
+
+
 # ---------------------------------------------------------------------------
 # options
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import importlib.util
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,7 +21,7 @@ from .._cones import Cone, ConeLayout
 from .._errors import ParameterError, Status
 from .._typing import CSC, FloatArray
 
-__all__ = ["AbstractSolver", "RawSolution"]
+__all__ = ["AbstractSolver", "ItemSolve", "RawSolution"]
 
 logger = logging.getLogger("conelayers")
 
@@ -42,6 +42,10 @@ class RawSolution:
     status: Status
     iterations: int = 0
     solve_time: float = 0.0
+
+
+# One call's solve of an item, (A, b, c) -> its answer (see AbstractSolver.solving).
+ItemSolve = Callable[[CSC, FloatArray, FloatArray], RawSolution]
 
 
 class AbstractSolver(abc.ABC):
@@ -146,6 +150,16 @@ class AbstractSolver(abc.ABC):
                 or any(t in native for t in targets)):
             return dict(native)
         return {**native, **dict.fromkeys(targets, cls.refining_eps)}
+
+    def solving(self, prepared: Any, options: Mapping[str, Any],
+                seed: Callable[[], tuple[CSC, FloatArray, FloatArray]]) -> ItemSolve:
+        """The solve of one call's items: ``(A, b, c) -> RawSolution``, safe to
+        call from several threads. ``seed`` gives an item of the call (its first)
+        for adapters that set a solver up once per thread and update its data
+        for each item (:class:`~conelayers._solvers.clarabel.ClarabelSolver`);
+        the answer to an item must not depend on which others a thread solved
+        before it. By default every item is solved afresh (:meth:`solve`)."""
+        return lambda A, b, c: self.solve(prepared, A, b, c, options)
 
     @abc.abstractmethod
     def prepare(self, layout: ConeLayout, n: int) -> Any:

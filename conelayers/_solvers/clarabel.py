@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -12,7 +14,7 @@ import scipy.sparse as sp
 from .._cones import PSD, SOC, ConeLayout, Exp, Nonneg, Zero, svec_permutation_to_upper
 from .._errors import Status
 from .._typing import CSC, FloatArray
-from ._base import AbstractSolver, RawSolution, finite_or_failed
+from ._base import AbstractSolver, ItemSolve, RawSolution, finite_or_failed
 
 __all__ = ["ClarabelSolver"]
 
@@ -133,23 +135,114 @@ class ClarabelSolver(AbstractSolver):
         import clarabel
 
         cones, perm, P, faer = prepared
-        if perm is not None:
-            A = sp.csc_array(A[perm])
-            b = b[perm]
-        settings = clarabel.DefaultSettings()
-        if faer and A.nnz >= _FAER_NNZ:
-            settings.direct_solve_method, settings.max_threads = "faer", 1
-        for key, value in options.items():
-            setattr(settings, key, value)
-        solver = clarabel.DefaultSolver(P, c, A, b, cones, settings)  # reads CSC arrays as they are
-        sol = solver.solve()
-        x = np.asarray(sol.x, dtype=np.float64)
-        z = np.asarray(sol.z, dtype=np.float64)
-        s = np.asarray(sol.s, dtype=np.float64)
-        if perm is not None:
-            y, slack = np.empty_like(z), np.empty_like(s)
-            y[perm], slack[perm] = z, s
-            z, s = y, slack
-        status = STATUS_MAP.get(str(sol.status), Status.solver_error)
-        return finite_or_failed(RawSolution(x, z, s, status, int(sol.iterations),
-                                            float(sol.solve_time)))
+        A, b = _ordered(perm, A, b)
+        solver = clarabel.DefaultSolver(P, c, A, b, cones, _settings(faer, A.nnz, options))
+        return _answer(solver.solve(), perm)
+
+    def solving(self, prepared: Any, options: Mapping[str, Any],
+                seed: Callable[[], tuple[CSC, FloatArray, FloatArray]]) -> ItemSolve:
+        """Items solved by one Clarabel solver per thread, set up on ``seed``'s
+        item and updated to each item's (A, b, c) (:class:`_Updated`); afresh
+        where the options rule updates out (presolve or the dropping of stored
+        zeros asked for)."""
+        if any(options.get(key) for key in _NO_UPDATES):
+            return super().solving(prepared, options, seed)
+        return _Updated(self, prepared, options, seed)
+
+
+# Options under which Clarabel refuses data updates (they change the problem it
+# solves): off in the solvers that are updated. (Its chordal decomposition does
+# too where it applies, which the solver reports: is_data_update_allowed.)
+_NO_UPDATES = ("presolve_enable", "input_sparse_dropzeros")
+
+
+def _ordered(perm: np.ndarray | None, A: CSC, b: FloatArray) -> tuple[CSC, FloatArray]:
+    """A's rows and b in Clarabel's order (PSD blocks by upper triangle), A's
+    indices sorted (the row selection leaves them in ``perm``'s order, and
+    Clarabel's data updates take the values in the sorted order)."""
+    if perm is None:
+        return A, b
+    A = sp.csc_array(A[perm])
+    A.sort_indices()
+    return A, b[perm]
+
+
+def _settings(faer: bool, nnz: int, options: Mapping[str, Any]) -> Any:
+    import clarabel
+
+    settings = clarabel.DefaultSettings()
+    if faer and nnz >= _FAER_NNZ:
+        settings.direct_solve_method, settings.max_threads = "faer", 1
+    for key, value in options.items():
+        setattr(settings, key, value)
+    return settings
+
+
+class _Updated:
+    """One call's solves by persistent Clarabel solvers (its data updating).
+
+    Setting a solver up (checking and equilibrating the data, the KKT system's
+    ordering and symbolic factorization, allocation) is a fixed part of every
+    solve: per item, raw solves, one thread, interleaved (B = 64) afresh →
+    updated: QP 0.93 → 0.82 ms, sparsemax 0.49 → 0.39, SDP 0.79 → 0.58, NNLS +
+    l1 1.47 → 1.33, logistic regression 1.87 → 1.78 (same iteration counts to a
+    few per cent). Each thread sets one up on the call's first item and updates
+    its A, b and c to each item's (Clarabel then keeps the set-up's
+    equilibration scalings, the first item's): so an item's answer depends on
+    the call's first item and on its own data, not on which thread solved it or
+    what it solved before. Presolve is off in these solvers (Clarabel refuses
+    updates otherwise); it only removes rows with |b| ≥ 1e20, which validated
+    parameters do not produce in practice. Where Clarabel's chordal
+    decomposition applies (a sparse PSD block), it refuses updates too, and
+    every item is solved afresh. An item whose updated solve ends
+    without a solution (Solved or AlmostSolved; on small programs at 1e-11
+    AlmostSolved is the rule, fresh or updated, and refinement polishes it) is
+    solved afresh, as :meth:`ClarabelSolver.solve` does: a failure is never the
+    equilibration's.
+    """
+
+    def __init__(self, adapter: ClarabelSolver, prepared: Any, options: Mapping[str, Any],
+                 seed: Callable[[], tuple[CSC, FloatArray, FloatArray]]) -> None:
+        self._adapter, self._prepared, self._options, self._seed = adapter, prepared, options, seed
+        self._local = threading.local()
+
+    def _solver(self) -> Any:
+        solver = getattr(self._local, "solver", None)
+        if solver is None:
+            import clarabel
+
+            cones, perm, P, faer = self._prepared
+            A, b, c = self._seed()
+            A, b = _ordered(perm, A, b)
+            off = dict.fromkeys(_NO_UPDATES, False)
+            solver = clarabel.DefaultSolver(P, c, A, b, cones,
+                                            _settings(faer, A.nnz, {**self._options, **off}))
+            self._local.solver = solver = solver if solver.is_data_update_allowed() else False
+        return solver
+
+    def __call__(self, A: CSC, b: FloatArray, c: FloatArray) -> RawSolution:
+        solver = self._solver()
+        if solver is not False:
+            perm = self._prepared[1]
+            A_in, b_in = _ordered(perm, A, b)
+            solver.update(A=A_in.data, b=b_in, q=c)
+            raw = _answer(solver.solve(), perm)
+            if raw.status.ok:
+                return raw
+            fresh = self._adapter.solve(self._prepared, A, b, c, self._options)
+            return replace(fresh, iterations=fresh.iterations + raw.iterations)
+        return self._adapter.solve(self._prepared, A, b, c, self._options)
+
+
+def _answer(sol: Any, perm: np.ndarray | None) -> RawSolution:
+    """Clarabel's solution in our convention (rows back in our order)."""
+    x = np.asarray(sol.x, dtype=np.float64)
+    z = np.asarray(sol.z, dtype=np.float64)
+    s = np.asarray(sol.s, dtype=np.float64)
+    if perm is not None:
+        y, slack = np.empty_like(z), np.empty_like(s)
+        y[perm], slack[perm] = z, s
+        z, s = y, slack
+    status = STATUS_MAP.get(str(sol.status), Status.solver_error)
+    return finite_or_failed(RawSolution(x, z, s, status, int(sol.iterations),
+                                        float(sol.solve_time)))
