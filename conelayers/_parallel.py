@@ -28,14 +28,15 @@ QP's (22–52 ms forward, 4 ms backward: Clarabel and LAPACK on matrices of orde
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -50,6 +51,42 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 # Inspecting the loaded BLAS libraries costs ~0.8 ms; do it once.
 _BLAS: ThreadpoolController | None = None
+# Calls inside _one_blas_thread, and the thread counts it found on entry.
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_SAVED: list[tuple[Any, int]] = []
+
+
+@contextlib.contextmanager
+def _one_blas_thread(controller: ThreadpoolController) -> Iterator[None]:
+    """BLAS on one thread while any call of the process is inside, as found
+    before the first of them entered once the last has left.
+
+    Reference-counted: threadpoolctl's ``limit`` restores, on exit, what it
+    found on entry, so two overlapping calls (layers used from several
+    threads) left BLAS at one thread for good, and the second call's work ran
+    on BLAS's own threads once the first had left (measured: OpenBLAS 2 → 1
+    after two overlapping calls). Only the BLAS libraries (not PyTorch's
+    OpenMP, which the user's other threads may be using).
+    """
+    global _BLAS_USERS, _BLAS_SAVED
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_SAVED = [(lib, lib.get_num_threads()) for lib in controller.lib_controllers
+                           if lib.user_api == "blas"]
+            for lib, threads in _BLAS_SAVED:
+                if threads != 1:
+                    lib.set_num_threads(1)
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                for lib, threads in _BLAS_SAVED:
+                    if threads != 1:
+                        lib.set_num_threads(threads)
 
 
 def worker_count(requested: int | None, items: int) -> int:
@@ -92,7 +129,7 @@ def for_each(fn: Callable[[int], None], count: int, jobs: int | None,
         return
     workers = worker_count(jobs, count)
     pool, blas = _pool()
-    with blas.limit(limits=1):
+    with _one_blas_thread(blas):
         first = 0
         if workers > 1 and jobs is None:
             started = time.perf_counter()
@@ -163,7 +200,7 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
     if count == 0:
         return
     pool, blas = _pool()
-    with blas.limit(limits=1):
+    with _one_blas_thread(blas):
         if workers <= 1 or count == 1:
             for first in range(0, count, batch):
                 finish([(i, solve(i)) for i in range(first, min(first + batch, count))])

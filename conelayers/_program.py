@@ -25,6 +25,7 @@ axis, and the batch goes through C in one sparse matrix product.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -71,6 +72,11 @@ class OutputMap:
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+    @functools.cached_property
+    def R_T(self) -> CSC:
+        """Rᵀ, formed once (SciPy's ``.T`` builds a new array each call, ~20 µs)."""
+        return self.R.T
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +132,17 @@ class ParametricConeProgram:
 
     # -- C and its adjoint ---------------------------------------------------
 
+    @functools.cached_property
+    def _C_T(self) -> CSC:
+        """Cᵀ, formed once (SciPy's ``.T`` builds a new array each call: ~3 %
+        of a QP's forward + backward at B = 1)."""
+        return self.C.T
+
+    @functools.cached_property
+    def _C_linear(self) -> CSR:
+        """C without its constant column (the tangent map), formed once."""
+        return self.C[:, : self.param_size]
+
     def apply(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """``apply(theta (B, p)) -> (vals(A) (B, nnz), b (B, m), c (B, n), d (B,))``.
 
@@ -146,14 +163,14 @@ class ParametricConeProgram:
         """
         batch = dA.shape[0]
         stacked = np.concatenate([dA, db, dc, np.zeros((batch, 1))], axis=1)
-        return np.asarray((self.C.T @ stacked.T).T)[:, : self.param_size]
+        return np.asarray((self._C_T @ stacked.T).T)[:, : self.param_size]
 
     def apply_linear(self, dtheta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``apply_linear(dtheta (B, p)) -> (dA (B, nnz), db (B, m), dc (B, n))``.
 
         The tangent map of :meth:`apply` (C without its constant column).
         """
-        data = np.ascontiguousarray((self.C[:, : self.param_size] @ dtheta.T).T)
+        data = np.ascontiguousarray((self._C_linear @ dtheta.T).T)
         k = np.cumsum([self.nnz, self.m, self.n])
         return data[:, : k[0]], data[:, k[0] : k[1]], data[:, k[1] : k[2]]
 
@@ -190,7 +207,7 @@ class ParametricConeProgram:
             g = _flatten(dout, batch)
             if out.exp:
                 g = g * _flatten(value, batch)
-            dxy += np.asarray((out.R.T @ g.T).T)
+            dxy += np.asarray((out.R_T @ g.T).T)
         return dxy[:, : self.n], dxy[:, self.n :]
 
     def recover_derivative(

@@ -175,3 +175,79 @@ def test_for_each_explicit_jobs_are_used_as_given():
     # Items far shorter than _THREADED_ITEM still go to two threads when asked.
     assert len(_for_each_threads(20, 2, 0.001)) == 2
     assert _for_each_threads(20, 1, 0.001) == {threading.get_ident()}
+
+
+
+class _FakeBlas:
+    """A BLAS library's thread control, as threadpoolctl's controllers expose it."""
+
+    user_api = "blas"
+
+    def __init__(self, threads):
+        self.threads, self.calls = threads, []
+
+    def get_num_threads(self):
+        return self.threads
+
+    def set_num_threads(self, threads):
+        self.calls.append(threads)
+        self.threads = threads
+
+
+class _FakeController:
+    def __init__(self, *libs):
+        self.lib_controllers = list(libs)
+
+
+def test_overlapping_calls_hold_blas_at_one_thread_and_restore_it():
+    """Two calls from two threads, overlapping (A enters, B enters, A leaves, B
+    works, B leaves): BLAS is on one thread while either is inside, and back at
+    what it was once both have left; other libraries (OpenMP) untouched.
+    (threadpoolctl's ``limit`` per call restored what it found on entry: B then
+    worked on BLAS's own threads after A left, and left BLAS at one thread for
+    good; seen with OpenBLAS here. A fake controller: OpenBLAS ignores thread
+    counts set from a thread other than the main one once the main one has set
+    one, which would make the real libraries' state depend on test order.)"""
+    blas, single, openmp = _FakeBlas(2), _FakeBlas(1), _FakeBlas(2)
+    openmp.user_api = "openmp"
+    controller = _FakeController(blas, single, openmp)
+    a_inside, b_inside, a_left = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with _parallel._one_blas_thread(controller):
+            a_inside.set()
+            assert b_inside.wait(5)
+            seen["a"] = (blas.threads, single.threads, openmp.threads)
+
+    def b():
+        assert a_inside.wait(5)
+        with _parallel._one_blas_thread(controller):
+            b_inside.set()
+            assert a_left.wait(5)
+            seen["b after a left"] = (blas.threads, single.threads, openmp.threads)
+
+    ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+    ta.start()
+    tb.start()
+    ta.join(5)
+    a_left.set()
+    tb.join(5)
+    assert not ta.is_alive() and not tb.is_alive()
+    assert seen == {"a": (1, 1, 2), "b after a left": (1, 1, 2)}
+    assert (blas.threads, single.threads, openmp.threads) == (2, 1, 2)
+    assert blas.calls == [1, 2] and single.calls == [] and openmp.calls == []
+
+
+@pytest.mark.parametrize("schedule", ["for_each", "pipeline"])
+def test_the_schedules_run_their_work_with_one_blas_thread(schedule, monkeypatch):
+    """for_each and pipeline run every item inside ``_one_blas_thread``."""
+    blas = _FakeBlas(2)
+    pool, _ = _parallel._pool()
+    monkeypatch.setattr(_parallel, "_pool", lambda: (pool, _FakeController(blas)))
+    seen = []
+    if schedule == "for_each":
+        _parallel.for_each(lambda i: seen.append(blas.threads), 3, 1)
+    else:
+        _parallel.pipeline(lambda i: seen.append(blas.threads), lambda items: None, 3, 1)
+    assert seen == [1, 1, 1] and blas.threads == 2
