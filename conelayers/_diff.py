@@ -184,7 +184,7 @@ class Linearization:
     scales: FloatArray = field(default_factory=lambda: np.ones(3))
     index: int = 0
     K: sp.csc_array | FloatArray | None = None
-    lu: DenseLU | SparseLU | NearbyLU | None = None
+    lu: DenseLU | SparseLU | NearbyLU | _CertifiedSingular | None = None
     # The LU of a nearby point (the refinement iterate whose LU gave the last
     # step), which :meth:`factor` reuses where it serves (see NearbyLU).
     nearby: SparseLU | None = field(default=None, repr=False)
@@ -244,6 +244,17 @@ class Linearization:
             self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
             return
         self.K = pattern.dense_of(data)
+        if self.hint is not None:
+            # Near a singular point (the previous iterate's null spaces at hand):
+            # where the bordering certifies K's null spaces here too, K's own LU
+            # would only say that K is singular, and every solve goes through the
+            # bordered LU (nnls_l1, K of order 157: one LU and condition estimate
+            # fewer at the refined point and at its derivative).
+            basis = _bordered_null(self, self.hint)
+            if basis is not None:
+                self._null, self.hint = basis, None
+                self.lu = _SINGULAR
+                return
         self.lu = DenseLU(self.K)
         if compact:
             self.compact()
@@ -425,6 +436,22 @@ class Linearization:
         D = np.broadcast_to(self.D_vals, (len(dv), self.D_vals.size))
         dy = self.structure.dproj.matvec_many(D, dv) - dw * self.y if len(dv) else dv
         return np.concatenate([dx, dy], axis=1)
+
+
+class _CertifiedSingular:
+    """The factorization of a dense K whose null spaces the bordering certified
+    (:meth:`Linearization.factor`): singular, so every solve is a least-squares
+    one through the null basis, and K itself is never factored."""
+
+    singular = True
+    condition = float("inf")
+    nbytes = 0
+
+    def solve(self, rhs: FloatArray, transpose: bool = False) -> FloatArray:
+        raise AssertionError("K is singular: solves go through its null basis")
+
+
+_SINGULAR = _CertifiedSingular()
 
 
 def _evaluate(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
@@ -1080,6 +1107,9 @@ def _null_direction(lin: Linearization) -> FloatArray | None:
     ``_NULL_RATIO`` of ‖K‖ (a nearly degenerate piece)."""
     assert lin.lu is not None and lin.K is not None
     N, size = lin.z.size, lin.K.shape[0]
+    if lin.lu is _SINGULAR:  # certified null spaces: a null vector is at hand
+        assert lin._null is not None
+        return lin._null.N[:N, 0]
     if lin.lu.singular:
         if size > _DENSE_LSTSQ_MAX:
             return None
