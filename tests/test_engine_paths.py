@@ -382,3 +382,27 @@ def test_refine_many_ends_where_refine_ends(make, solver, monkeypatch):
             assert left  # singular K: refine's least-squares path
         if make in (_sparsemax, _qp_soc, _sdp) and solver == "CLARABEL":
             assert not left
+
+
+def test_the_derivative_structure_is_built_once_on_first_use():
+    """Construction leaves K's pattern unbuilt; the first call builds it and
+    later calls (and pickled copies, which carry it) use that one; a copy
+    pickled before any call builds its own, equal, on its first call."""
+    import pickle
+
+    prob, params, variables = _sparsemax()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    early = pickle.loads(pickle.dumps(layer))
+    assert layer._engine._structure is None
+    values = [np.random.default_rng(4).standard_normal((3, 20))]
+    first = layer.solve(*values)
+    built = layer._engine._structure
+    assert built is not None
+    layer.solve(*values)
+    assert layer._engine.structure is built
+    late = pickle.loads(pickle.dumps(layer))
+    assert late._engine._structure is not None
+    for other in (early, late):
+        again = other.solve(*values)
+        np.testing.assert_array_equal(again.values[0], first.values[0])
+        assert np.array_equal(other._engine.structure.pattern.indices, built.pattern.indices)
