@@ -142,12 +142,21 @@ class ClarabelSolver(AbstractSolver):
     def solving(self, prepared: Any, options: Mapping[str, Any],
                 seed: Callable[[], tuple[CSC, FloatArray, FloatArray]]) -> ItemSolve:
         """Items solved by one Clarabel solver per thread, set up on ``seed``'s
-        item and updated to each item's (A, b, c) (:class:`_Updated`); afresh
-        where the options rule updates out (presolve or the dropping of stored
-        zeros asked for)."""
-        if any(options.get(key) for key in _NO_UPDATES):
+        item and updated to each item's (A, b, c) (:class:`_Updated`), on
+        programs with fewer than ``_UPDATE_MAX_NNZ`` stored entries of A; afresh
+        on larger ones and where the options rule updates out (presolve or the
+        dropping of stored zeros asked for)."""
+        if any(options.get(key) for key in _NO_UPDATES) or seed()[0].nnz >= _UPDATE_MAX_NNZ:
             return super().solving(prepared, options, seed)
         return _Updated(self, prepared, options, seed)
+
+
+# Largest programs (stored entries of A) whose items share a set-up solver. On
+# large ones the set-up is a small part of the solve, and the first item's
+# equilibration served the others badly: the sparse QP of the benchmark (24,025
+# entries), 4 items, updated solves NumericalError on 2 (each then solved
+# afresh: the forward at B = 32 1.17 → 1.61 s per item).
+_UPDATE_MAX_NNZ = _FAER_NNZ
 
 
 # Options under which Clarabel refuses data updates (they change the problem it
