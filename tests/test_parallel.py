@@ -251,3 +251,35 @@ def test_the_schedules_run_their_work_with_one_blas_thread(schedule, monkeypatch
     else:
         _parallel.pipeline(lambda i: seen.append(blas.threads), lambda items: None, 3, 1)
     assert seen == [1, 1, 1] and blas.threads == 2
+
+
+def test_blas_is_held_to_one_thread_on_a_thread_after_the_main_one_set_it():
+    """The real BLAS libraries: OpenBLAS (0.3.30 here) ignores a thread count
+    set from a thread other than the main one once the main thread has set one
+    (as this test does first, as any earlier call from the main thread does);
+    ``_set_blas_threads`` checks and falls back. Inside a call from another
+    thread BLAS is on one thread, and back at two once it has left."""
+    from threadpoolctl import ThreadpoolController, threadpool_info
+
+    def threads():
+        return sorted((lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
+                      if lib["user_api"] == "blas")
+
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    found = [lib.get_num_threads() for lib in libs]
+    try:
+        for lib in libs:
+            lib.set_num_threads(2)  # (on the main thread)
+        before = threads()
+        if 2 not in [n for _, n in before]:
+            pytest.skip("no BLAS library here runs on two threads")
+        seen = []
+        worker = threading.Thread(
+            target=lambda: _parallel.for_each(lambda i: seen.append(threads()), 1, 1))
+        worker.start()
+        worker.join(10)
+        assert seen == [[(path, 1) for path, _ in before]]
+        assert threads() == before
+    finally:
+        for lib, n in zip(libs, found, strict=True):
+            lib.set_num_threads(n)
