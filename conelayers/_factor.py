@@ -94,7 +94,13 @@ class DenseLU:
         return np.abs(np.diagonal(self._lu))
 
     def solve(self, rhs: FloatArray, transpose: bool = False) -> FloatArray:
-        sol, _ = lapack.dgetrs(self._lu, self._piv, rhs, trans=1 if transpose else 0)
+        # A private copy of the pivots: SciPy's ``dgetrs`` wrapper shifts them to
+        # 1-based in place around the LAPACK call, with the GIL released, so two
+        # threads solving with one LU (one Solution differentiated from two
+        # threads) corrupted each other's pivots: wrong gradients, or heap
+        # corruption that aborted the process. The copy costs ~1 µs of a ~10 µs
+        # solve at order 157.
+        sol, _ = lapack.dgetrs(self._lu, self._piv.copy(), rhs, trans=1 if transpose else 0)
         return sol
 
 

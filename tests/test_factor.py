@@ -165,3 +165,53 @@ def test_nearby_fallback_factors_with_the_base_ordering(rng):
     rhs = rng.standard_normal(80)
     np.testing.assert_allclose(far @ near.solve(rhs), rhs, atol=1e-10)
     assert near._own is not None and near._own.spec == "COLAMD"
+
+
+_SHARED_LU_SCRIPT = """
+import threading
+import numpy as np
+from conelayers._factor import {cls}
+rng = np.random.default_rng(0)
+K = rng.standard_normal((157, 157)) + 20 * np.eye(157)
+lu = {make}
+rhs = rng.standard_normal(157)
+want = (lu.solve(rhs), lu.solve(rhs, True))
+wrong = []
+barrier = threading.Barrier(2)
+
+def work():
+    barrier.wait()
+    for _ in range(3000):
+        got = (lu.solve(rhs), lu.solve(rhs, True))
+        if not all(np.array_equal(g, w) for g, w in zip(got, want)):
+            wrong.append(1)
+
+threads = [threading.Thread(target=work) for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(wrong))
+"""
+
+
+@pytest.mark.parametrize("cls, make", [
+    ("DenseLU", "DenseLU(K)"),
+    ("SparseLU", "SparseLU(__import__('scipy.sparse').sparse.csc_array(K))"),
+], ids=["dense", "sparse"])
+def test_one_lu_solves_from_two_threads_at_once(cls, make):
+    """Two threads solving with one LU get what one thread gets, bit for bit.
+
+    SciPy's ``dgetrs`` wrapper shifts the pivot array to 1-based in place
+    around the LAPACK call, with the GIL released: a DenseLU that handed it its
+    own pivots gave wrong solutions or corrupted the heap (the interpreter
+    aborted: "double free or corruption", "malloc(): invalid size"), which is
+    why this runs in a child process. Oracle: the same solves on one thread.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SHARED_LU_SCRIPT.format(cls=cls, make=make)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"the child process died: {done.stderr[-2000:]}"
+    assert done.stdout.strip() == "0", "solves from two threads differed from one thread's"
