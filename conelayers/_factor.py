@@ -29,11 +29,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg import lapack
 
-from ._typing import FloatArray
+from ._typing import FloatArray, IntArray
 
 __all__ = ["DenseLU", "NearbyLU", "SparseLU", "SparseOrdering", "dense", "use_dense"]
 
@@ -68,18 +69,36 @@ class DenseLU:
         return self._cond
 
     def inverse_norm(self, norm: str = "1") -> float:
-        """Estimate of ‖K⁻¹‖ in the 1-norm (``"1"``) or ∞-norm (``"I"``), by ``gecon``."""
+        """Estimate of ‖K⁻¹‖ in the 1-norm (``"1"``) or ∞-norm (``"I"``), by ``gecon``.
+
+        ``gecon`` returns 1/(‖K‖·est) for the ‖K‖ it is given and its estimate
+        est of ‖K⁻¹‖ from the factors alone, so ‖K‖ = 1 gives est itself and K
+        is not needed (the factors of :meth:`with_pivots` have none)."""
         if self.singular:
             return float("inf")
-        assert self.K is not None, "K was released"
-        anorm = float(np.abs(self.K).sum(axis=0 if norm == "1" else 1).max())
-        rcond, _ = lapack.dgecon(self._lu, anorm, norm=norm)
-        return float("inf") if rcond == 0 else 1.0 / (float(rcond) * anorm)
+        rcond, _ = lapack.dgecon(self._lu, 1.0, norm=norm)
+        return float("inf") if rcond == 0 else 1.0 / float(rcond)
+
+    def with_pivots(self, rows: IntArray, value: float) -> DenseLU:
+        """The factors P L U' of K̂ = K + P L[:, rows] diag(value − uᵢᵢ) E_rowsᵀ:
+        U's diagonal entries ``rows`` set to ``value``, a change of K in the
+        columns ``rows`` only (of rank ``rows.size``). For the null spaces of a
+        singular K without a new factorization (``_diff._pivot_null``). K̂ itself
+        is not formed: no :attr:`condition`, :meth:`inverse_norm` is available."""
+        out = DenseLU.__new__(DenseLU)
+        out._lu = self._lu.copy(order="F")
+        out._lu[rows, rows] = value
+        out.K, out._piv, out.singular, out._cond = None, self._piv, value == 0, None
+        return out
+
+    def solve_upper(self, rhs: FloatArray) -> FloatArray:
+        """U⁻¹ rhs, U the upper triangular factor."""
+        return sla.solve_triangular(self._lu, rhs, lower=False, check_finite=False)
 
     def release_matrix(self, condition: bool = True) -> None:
         """Drop the reference to K, once its condition estimate is known (with
-        ``condition``): only solves remain (:meth:`inverse_norm` and a condition
-        estimate not made before need K and are not available after)."""
+        ``condition``): only solves and :meth:`inverse_norm` remain (a condition
+        estimate not made before needs ‖K‖ and is not available after)."""
         if condition:
             _ = self.condition
         self.K = None

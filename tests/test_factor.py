@@ -66,6 +66,44 @@ def test_dense_pivots_are_the_magnitudes_of_Us_diagonal(rng):
                                rtol=1e-12)
 
 
+def _factors(lu):
+    """P, L, U of a DenseLU's packed factors (LAPACK's row swaps as P)."""
+    n = lu._lu.shape[0]
+    perm = np.arange(n)
+    for i, p in enumerate(lu._piv):
+        perm[[i, p]] = perm[[p, i]]
+    # The swaps applied in order take K to L U: K[perm] = L U, so P = I[argsort(perm)].
+    P = np.eye(n)[np.argsort(perm)]
+    return P, np.tril(lu._lu, -1) + np.eye(n), np.triu(lu._lu)
+
+
+def test_with_pivots_changes_K_in_those_columns_only(rng):
+    """The factors with U's small pivots replaced are those of K changed in the
+    same columns only (a rank-|J| change), and ``inverse_norm`` (no K at hand)
+    bounds the true ‖K̂⁻¹‖ from below within gecon's factor 3.
+    Oracle: the factors multiplied out; ``numpy.linalg.inv``."""
+    n, r = 40, 33
+    K = rng.standard_normal((n, r)) @ rng.standard_normal((r, n))  # rank 33
+    lu = DenseLU(K)
+    P, L, U = _factors(lu)
+    np.testing.assert_allclose(P @ L @ U, K, atol=1e-12 * np.abs(K).max())
+    pivots = lu.pivots()
+    J = np.flatnonzero(pivots <= 1e-6 * pivots.max())
+    assert J.size == n - r  # partial pivoting revealed this rank (the code does not rely on it)
+    hat = lu.with_pivots(J, float(pivots.max()))
+    P2, L2, U2 = _factors(hat)
+    change = P2 @ L2 @ U2 - K
+    others = np.setdiff1d(np.arange(n), J)
+    assert np.abs(change[:, others]).max() <= 1e-12 * np.abs(K).max()
+    assert np.linalg.matrix_rank(change) == J.size
+    inv = np.linalg.inv(P2 @ L2 @ U2)
+    for norm, axis in (("1", 0), ("I", 1)):
+        true = np.abs(inv).sum(axis=axis).max()
+        assert true / 3 <= hat.inverse_norm(norm) <= true * (1 + 1e-10)
+    rhs = rng.standard_normal(n)
+    np.testing.assert_allclose(hat.solve_upper(rhs), np.linalg.solve(U2, rhs), rtol=1e-9)
+
+
 def _well_conditioned(rng, n=200):
     return sp.csc_array(sp.random_array((n, n), density=0.02, rng=rng)
                         + sp.diags_array(rng.uniform(1.0, 2.0, n)))
