@@ -3,7 +3,7 @@
 The items of a batch share A's pattern, D's and K's, so that a product or an
 assembly over a pattern is, for all items at once, one ``np.bincount`` over
 keys offset per row: as many NumPy calls for B items as for one (see
-:func:`conelayers._diff.refine_many`).
+:func:`conelayers._refine.refine_many`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The sparsity pattern of the bordered derivative matrix K, fixed per program.
 
 K = [[M, Π(z)], [zᵀ, 0]] with M = [[0, AᵀD, c], [−A, I − D, b], [−cᵀ, −bᵀD, 0]]
-(see :mod:`conelayers._diff`). A's pattern and D = DΠ_{K*}'s pattern never
+(see :mod:`conelayers._linearization`). A's pattern and D = DΠ_{K*}'s pattern never
 change for a given program, so neither does K's. We list K's entries once as
 *slots* (row, col, and a recipe for the value), sort them into CSC order, and
 per solution only compute the slot values and sum them into place with one

@@ -18,19 +18,12 @@ from typing import Any
 import numpy as np
 
 from ._batched import stack_rows
-from ._diff import (
-    DerivativeMode,
-    ItemDerivative,
-    Linearization,
-    Structure,
-    batchable,
-    jvp_many,
-    refine_many,
-    vjp_many,
-)
+from ._diff import DerivativeMode, ItemDerivative, jvp_many, vjp_many
 from ._errors import Status
+from ._linearization import Linearization, Structure
 from ._parallel import for_groups, group_size, groups_of, pipeline
 from ._program import ParametricConeProgram
+from ._refine import batchable, refine_many
 from ._solvers import AbstractSolver, RawSolution, get_solver
 from ._typing import CSC, FloatArray, IntArray
 
@@ -214,7 +207,7 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
 
     # The solves run ahead on worker threads (they release the GIL); refinement,
     # which does not, on this one, a group of items at a time (see
-    # _parallel.pipeline and _diff.refine_many).
+    # _parallel.pipeline and _refine.refine_many).
     pipeline(solve_raw, finish, B, jobs, batch=group_size(batchable(engine.structure)))
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 

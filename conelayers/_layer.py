@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_SOLVER", "CvxpyLayer"]
 # Clarabel is the most accurate of the three on every problem of the zoo and
 # the fastest or within a small factor of the fastest on small problems.
 DEFAULT_SOLVER = "Clarabel"
-# Newton refinement steps after each solve (see _diff.refine): measured to
+# Newton refinement steps after each solve (see _refine.refine): measured to
 # take Clarabel's SOC-reformulated QP solutions from ~1e-5 to ~1e-15 error.
 DEFAULT_REFINE = 3
 

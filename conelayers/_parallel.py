@@ -20,7 +20,7 @@ QP's (22–52 ms forward, 4 ms backward: Clarabel and LAPACK on matrices of orde
 
 * :func:`pipeline` (the forward pass): worker threads solve, the calling thread
   refines groups of consecutive items (one batched evaluation per step for a
-  group, see ``_diff.refine_many``);
+  group, see ``_refine.refine_many``);
 * :func:`for_each` (backward, JVP, on the same groups, :func:`groups_of`): with
   the default thread count the first call runs alone and timed, and the rest go
   to threads only if it took at least ``_THREADED_ITEM`` seconds per item. An
@@ -166,14 +166,14 @@ def for_each(fn: Callable[[int], None], count: int, jobs: int | None,
 
 
 # Solved items the calling thread gathers before finishing them together (the
-# forward pass refines them in one batch, see _diff.refine_many); it also bounds
+# forward pass refines them in one batch, see _refine.refine_many); it also bounds
 # how many solved items wait in memory.
 _BATCH = 16
 
 
 def group_size(together: bool) -> int:
     """Items per group: ``_BATCH`` where the program's items are worked on
-    together (``_diff.batchable``), else one."""
+    together (``_refine.batchable``), else one."""
     return _BATCH if together else 1
 
 

@@ -23,15 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._diff import (
-    DerivativeMode,
-    ItemDerivative,
-    Linearization,
-    batchable,
-    jvp_many,
-    values_many,
-    vjp_many,
-)
+from ._diff import DerivativeMode, ItemDerivative, jvp_many, vjp_many
 from ._engine import Engine, ItemsResult, solve_items
 from ._errors import (
     InaccurateSolutionWarning,
@@ -40,7 +32,9 @@ from ._errors import (
     describe_failures,
     describe_inaccurate,
 )
+from ._linearization import Linearization, values_many
 from ._parallel import for_groups, groups_of
+from ._refine import batchable
 from ._remote import map_chunks
 from ._typing import BoolArray, FloatArray, IntArray
 from ._validate import Batch, check_cotangents, check_tangents, gradients

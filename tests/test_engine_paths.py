@@ -23,6 +23,8 @@ import pytest
 
 import conelayers
 import conelayers._diff as diff
+import conelayers._linearization as lz
+import conelayers._refine as rf
 from conelayers._factor import DenseLU
 
 # Solutions of the same linear systems by two backward-stable methods (LU of a
@@ -54,7 +56,7 @@ def _solve(layer, values):
 
 def _fresh(lin):
     """The same point, linearized afresh (no hint) and factored."""
-    fresh = diff.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x,
+    fresh = lz.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x,
                                   lin.z[lin.x.size:-1], lin.index)
     fresh.factor()
     return fresh
@@ -64,7 +66,7 @@ def _reference(lin):
     """The same point on the SVD path: its null basis set from the dense SVD."""
     ref = _fresh(lin)
     U, S, Vt, r = ref._svd()
-    ref._null = diff._NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
+    ref._null = lz._NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
     return ref
 
 
@@ -82,10 +84,10 @@ def test_bordered_null_matches_svd(path, monkeypatch):
     hinted = path == "hint"
     found = []
     if path == "random":
-        monkeypatch.setattr(diff, "_pivot_null", lambda lin, sigma: None)
+        monkeypatch.setattr(lz, "_pivot_null", lambda lin, sigma: None)
     else:
-        pivot_null = diff._pivot_null
-        monkeypatch.setattr(diff, "_pivot_null",
+        pivot_null = lz._pivot_null
+        monkeypatch.setattr(lz, "_pivot_null",
                             lambda lin, sigma: found.append(pivot_null(lin, sigma)) or found[-1])
     prob, params, variables = _nnls_l1()
     layer = conelayers.CvxpyLayer(prob, params, variables)
@@ -104,7 +106,7 @@ def test_bordered_null_matches_svd(path, monkeypatch):
             lin = _fresh(lin)
             assert lin.hint is None and isinstance(lin.lu, DenseLU)
         else:
-            assert lin.lu is diff._SINGULAR
+            assert lin.lu is lz._SINGULAR
         basis = lin._basis()
         if basis.lu is None:  # the bordering did not apply: the SVD decided
             continue
@@ -147,8 +149,8 @@ def test_bordered_null_refuses_a_wrong_rank():
         full = ref._basis()
         if full.N.shape[1] < 2:
             continue
-        short = diff._NullBasis(full.N[:, 1:], full.L[:, 1:], full.sigma, None)
-        assert diff._bordered_null(ref, short) is None
+        short = lz._NullBasis(full.N[:, 1:], full.L[:, 1:], full.sigma, None)
+        assert lz._bordered_null(ref, short) is None
         refused += 1
     assert refused
 
@@ -161,7 +163,7 @@ def test_chord_steps_match_full_newton(make, monkeypatch):
     B = 8
     values = [rng.standard_normal((B, *p.shape)) for p in params]
     _, chord, _ = _solve(layer, values)
-    monkeypatch.setattr(diff, "_CHORD_MAX", 0)
+    monkeypatch.setattr(rf, "_CHORD_MAX", 0)
     _, full, _ = _solve(layer, values)
     # Both end at rounding level on the same (unique) solution.
     assert np.all(chord.residual <= 1e-13) and np.all(full.residual <= 1e-13)
@@ -178,13 +180,13 @@ def test_rank_revealing_step_matches_svd_refinement(monkeypatch):
     B = 8
     values = [rng.standard_normal((B, 30, 12)), rng.standard_normal((B, 30))]
     calls = []
-    qr_step = diff._rank_revealing_lstsq
-    monkeypatch.setattr(diff, "_rank_revealing_lstsq",
+    qr_step = lz._rank_revealing_lstsq
+    monkeypatch.setattr(lz, "_rank_revealing_lstsq",
                         lambda *a: calls.append(1) or qr_step(*a))
     _, fast, _ = _solve(layer, values)
     assert len(calls) >= B // 2  # the QR step is what ran (measured: every item)
-    monkeypatch.setattr(diff, "_SOFT", np.inf)
-    monkeypatch.setattr(diff, "_guessed_null", lambda lin: None)
+    monkeypatch.setattr(lz, "_SOFT", np.inf)
+    monkeypatch.setattr(lz, "_guessed_null", lambda lin: None)
     _, svd, _ = _solve(layer, values)
     assert np.all(fast.residual <= 1e-13) and np.all(svd.residual <= 1e-13)
     np.testing.assert_allclose(fast.values[0], svd.values[0], atol=1e-12)  # x is unique
@@ -242,19 +244,19 @@ def test_refinement_stops_without_a_factorization_when_a_chord_step_is_short_at_
     rng = np.random.default_rng(8)
     values = [rng.standard_normal((8, 20))]
     factored = []
-    factor = diff.Linearization.factor
+    factor = lz.Linearization.factor
 
     def counting(lin, *args, **kwargs):
         if lin.K is None:
             factored.append(lin.relative_residual)
         factor(lin, *args, **kwargs)
 
-    monkeypatch.setattr(diff.Linearization, "factor", counting)
-    monkeypatch.setattr(diff, "_REFINED", 1e-16)
+    monkeypatch.setattr(lz.Linearization, "factor", counting)
+    monkeypatch.setattr(rf, "_REFINED", 1e-16)
     _, stopped, _ = _solve(layer, values)
     with_rule = len(factored)
     factored.clear()
-    monkeypatch.setattr(diff, "_ROUNDING", 0.0)
+    monkeypatch.setattr(rf, "_ROUNDING", 0.0)
     _, pressed, _ = _solve(layer, values)
     assert with_rule < len(factored)
     assert np.all(stopped.residual <= 1e-13) and np.all(pressed.residual <= 1e-13)
@@ -276,7 +278,7 @@ def test_heavy_factorizations_are_formed_again_instead_of_kept(make, monkeypatch
     _, kept, lins = _solve(layer, values)
     grads_kept = kept.adjoint(*cot)
     assert all(d is not None for d in kept._derivatives)
-    monkeypatch.setattr(diff, "_KEEP_BYTES", 0)
+    monkeypatch.setattr(lz, "_KEEP_BYTES", 0)
     _, light, lins = _solve(layer, values)
     assert all(lin.K is None and lin.nearby is None for lin in lins)
     first, again = light.adjoint(*cot), light.adjoint(*cot)
@@ -378,11 +380,11 @@ def test_refine_many_ends_where_refine_ends(make, solver, monkeypatch):
     args = _solver_answers(layer, values, solver)
     structure, As, _, b, c, X, Y, S = args
     alone = []
-    real = diff.refine
-    monkeypatch.setattr(diff, "refine", lambda *a, **k: alone.append(k["index"]) or real(*a, **k))
+    real = rf.refine
+    monkeypatch.setattr(rf, "refine", lambda *a, **k: alone.append(k["index"]) or real(*a, **k))
     for steps in (0, 1, 5):
         alone.clear()
-        many = diff.refine_many(*args, max_steps=steps, indices=list(range(B)))
+        many = rf.refine_many(*args, max_steps=steps, indices=list(range(B)))
         left = list(alone)
         one = [real(structure, As[i], b[i], c[i], X[i], Y[i], S[i], max_steps=steps, index=i)
                for i in range(B)]

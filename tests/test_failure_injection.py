@@ -419,7 +419,7 @@ def test_refine_regression_large_scale_lp(R):
     the primal scale 1e9) exceeded yᵢ = 0.5, so the embedding's v = y − s
     made the row inactive: the right answer measured 0.32, and a Newton step
     from that wrong piece (K's condition 6e19) lowering it to 0.25 was kept
-    while moving x₂ from +1e9 to −1e9. Fixed in _diff: v is formed with y
+    while moving x₂ from +1e9 to −1e9. Fixed in _refine: v is formed with y
     and s each against its own scale (the raw answer then measures 6e-10 and
     one step reaches 8e-17), and a step is kept only if it at least halves
     the relative residual."""
@@ -458,7 +458,7 @@ def test_refine_regression_scs_lp_active_set():
     step raised the residual to 10 (K's condition there is 2.4e7, at the
     solution 191), the least-squares step lowered it only to 1.1e-5 and the
     next ones not at all, and refinement stopped with x 2e-4 off. Fixed in
-    _diff: where the full step falls short and changes the sign of a row of v,
+    _refine: where the full step falls short and changes the sign of a row of v,
     refinement crosses the first such boundary on the Newton ray (a simplex
     pivot: the fourth row leaves) and takes the Newton step from there, kept
     because it is decisive: 2.7e-5 → 8e-17 (x within 2e-12 of the ECOS
@@ -507,7 +507,7 @@ def test_refine_regression_scs_lp_near_degenerate_piece(c, R, h):
     1e-4; SCS's x was on the edge of rows 4 and 7 (row 6 slack 1.49), 1.09
     from the solution (the objective 1e-4 off). Both pieces are nearly
     degenerate (K's smallest singular value 1e-6 of its largest); fixed in
-    _diff._step by the pivot along that nearly null direction, 6e-5 → 1e-16
+    _refine._step by the pivot along that nearly null direction, 6e-5 → 1e-16
     in one Newton step from the next piece."""
     family = LPFamily()
     G = np.vstack([np.eye(3), -np.eye(3), R])
@@ -525,7 +525,7 @@ def test_refine_regression_marginal_balanced_start_sparsemax():
     suite): from v = y − s (relative residual 3.5e-4) Newton converges in two
     steps; the scale-aware balanced start (2.7e-4, lower but not decisively)
     sat on a wrong piece of N and three factorizations left the item there,
-    `optimal` with x 1.5e-5 off. Fixed in _diff._start: the balanced start is
+    `optimal` with x 1.5e-5 off. Fixed in _refine._start: the balanced start is
     taken only when it at least halves the residual."""
     rng = np.random.default_rng(0)
     rng.standard_normal((1, 50))

@@ -121,8 +121,8 @@ def _stalling_nnls_item():
 
 
 def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
-    import conelayers._diff as diff
     import conelayers._engine as engine
+    import conelayers._refine as rf
     from conelayers._validate import check_values
 
     prob, params, variables, values = _stalling_nnls_item()
@@ -133,7 +133,7 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
     raw = solver.solve(prepared, program.matrix(A_vals[0]), b[0], c[0],
                        solver.translate_options(CLARABEL_DEFAULT))
-    stalled = diff.refine(layer._engine.structure, program.matrix(A_vals[0]), b[0], c[0],
+    stalled = rf.refine(layer._engine.structure, program.matrix(A_vals[0]), b[0], c[0],
                           raw.x, raw.y, raw.s)
     assert stalled.relative_residual > engine._CERTIFIED
     # The layer re-solves it and lands on the solution: the optimality conditions of

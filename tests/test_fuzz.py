@@ -575,7 +575,7 @@ def test_refine_regression_singular_bordered_system_psd_exp():
     the null direction and was rejected, a pivot and the least-squares step
     used up the three factorizations. The adjoint (−0.9669174) was right, but
     the re-solves at ±1e-5 were as inaccurate, and their central difference
-    was −0.966986 (7e-5 off). Fixed in _diff._step: where K is numerically
+    was −0.966986 (7e-5 off). Fixed in _refine._step: where K is numerically
     singular the Newton step is the least-squares one (1.5e-6 → 5e-12 →
     4e-16)."""
     x, X = cp.Variable(2, name="x"), cp.Variable((2, 2), PSD=True, name="X")

@@ -1,0 +1,717 @@
+"""The residual map N of a cone program's embedding, its bordered Jacobian K,
+and K's null spaces at degenerate points: what the derivative
+(:mod:`conelayers._diff`) and refinement (:mod:`conelayers._refine`) share.
+
+Notation (Agrawal, Barratt, Boyd, Busseti, Moursi, "Differentiating through a
+cone program", 2019; diffcp). At a solution (x, y, s) of
+
+    minimize cᵀx  subject to  Ax + s = b,  s ∈ K          (dual y ∈ K*)
+
+let z = (u, v, w) = (x, y − s, 1), Π the projection onto ℝⁿ × K* × ℝ₊ (so that
+Π(z) = (x, y, 1) by Moreau), D = DΠ_{K*}(v), and
+
+    Q = [[ 0,  Aᵀ, c],        M = (Q − I)·DΠ(z) + I = [[  0,    AᵀD,   c],
+         [−A,  0,  b],                                 [ −A,  I − D,   b],
+         [−cᵀ, −bᵀ, 0]]                                [ −cᵀ,  −bᵀD,   0]].
+
+A solution is a zero of the residual map N(z) = (Q − I)Π(z) + z, and M = DN(z).
+
+M is singular at every solution: M z = N(z) = 0 and Π(z)ᵀ M = 0 (Q is skew and
+DΠ(z) z = DΠ(z) Π(z) = Π(z)). The part of a solution of M dz = g along z (and
+of Mᵀ r = h along Π(z)) changes nothing that is read from it, so both the
+derivative and Newton's method solve the *bordered* system
+
+    K = [[M, Π(z)], [zᵀ, 0]]:   K [dz; λ] = [g; 0],   Kᵀ [r; μ] = [h; 0],
+
+nonsingular exactly when the null space of M is the line through z, i.e. when
+the solution map is differentiable there. One LU of K per point (dense LAPACK
+or sparse SuperLU, whichever :mod:`conelayers._factor` measured faster for K's
+size and fill) serves every solve there (:meth:`Linearization.solve`), each
+checked by its residual (with one step of iterative refinement). Where K is
+singular or its condition number exceeds 1e12 (degenerate points: non-unique
+solutions, no strict complementarity) the minimum-norm least-squares solution
+is used, as diffcp does: through K's null spaces, which a bordering of K
+certifies without an SVD where it can (:func:`_bordered_null`,
+:func:`_pivot_null`, :func:`_guessed_null`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ._batched import segment_sums, stack_rows
+from ._bordered import BorderedPattern
+from ._cones import ConeLayout
+from ._dproj import DualProjection
+from ._errors import DerivativeWarning
+from ._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, dense
+from ._typing import CSC, FloatArray, IntArray
+
+__all__ = ["Linearization", "Structure", "values_many"]
+
+
+# Residual of a linear solve (relative to its right-hand side) above which it
+# gets one step of iterative refinement, and above which the result is reported.
+_REFINE_RTOL = 1e-10
+_WARN_RTOL = 1e-6
+# Condition number of K above which the point counts as non-differentiable.
+_COND_LIMIT = 1e12
+# Largest bordered system solved densely (SVD least squares) at degenerate points.
+_DENSE_LSTSQ_MAX = 1000
+# Relative singular value below which a direction counts as null.
+_SVD_RCOND = 1e-11
+# Largest factorization of K an item keeps from the forward pass to the
+# backward, and between derivative requests; larger ones are formed again for
+# each use. A batch otherwise holds one per item: the 1,024-variable sparse QP
+# (K of order 4,103, 3 million entries in L + U, ~100 MB per item) peaked at
+# 4.4 GB at B = 32, against cvxpylayers' 0.8 GB. The benchmark's other
+# factorizations are at most 1.3 MB (the dense QP's, order 389).
+_KEEP_BYTES = 16 * 2**20
+# Up to this many stored entries, Kᵀv is formed on K's pattern: SciPy builds the
+# transposed array first (~20 µs, a tenth of a small item's backward), but its
+# product is faster on large K (dense QP, 85,000 entries: the backward 3.0 →
+# 3.6 ms per item on the pattern).
+_OWN_TRANSPOSE_NNZ = 5_000
+# Relative residual an LU solve is refined to (``_refined_solve``).
+_SOLVE_RTOL = 1e-15
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, DerivativeWarning, stacklevel=5)
+
+
+@dataclass(frozen=True, eq=False)
+class Structure:
+    """Everything about the derivative that depends only on the program's
+    structure: the dual-cone projection's pattern, K's pattern and the column
+    ordering its sparse LUs use."""
+
+    layout: ConeLayout
+    dproj: DualProjection
+    pattern: BorderedPattern
+    a_rows: IntArray  # A's pattern: the row of each stored entry (CSC order)
+    a_cols: IntArray  # ... and its column
+    ordering: SparseOrdering  # (chosen on the first sparse factorization)
+
+    @classmethod
+    def of(cls, A_indices: IntArray, A_indptr: IntArray, n: int, layout: ConeLayout) -> Structure:
+        dproj = DualProjection(layout, lowrank=True)
+        pattern = BorderedPattern(A_indices, A_indptr, n, layout.dim, dproj)
+        return cls(layout, dproj, pattern, np.asarray(A_indices, dtype=np.intp),
+                   np.repeat(np.arange(n), np.diff(A_indptr)), SparseOrdering(pattern.order))
+
+
+@dataclass(eq=False)
+class Linearization:
+    """The residual map N and its bordered Jacobian K at one point.
+
+    ``residual`` is N(z) at z = (x, y − s, 1) with (x, y, s) the point the
+    linearization was taken at (y = Π_{K*}(y − s) is re-projected, so y ∈ K*
+    and s ∈ K hold exactly). :meth:`factor` forms K and its sparse LU.
+    """
+
+    structure: Structure
+    A: CSC
+    b: FloatArray
+    c: FloatArray
+    x: FloatArray
+    y: FloatArray
+    s: FloatArray
+    pi: FloatArray  # Π(z) = (x, y, 1)
+    z: FloatArray
+    D_vals: FloatArray  # values of DΠ_{K*}(v) on structure.dproj's pattern
+    residual: FloatArray
+    scales: FloatArray = field(default_factory=lambda: np.ones(3))
+    index: int = 0
+    K: sp.csc_array | FloatArray | None = None
+    lu: DenseLU | SparseLU | NearbyLU | _CertifiedSingular | None = None
+    # The LU of a nearby point (the refinement iterate whose LU gave the last
+    # step), which :meth:`factor` reuses where it serves (see NearbyLU).
+    nearby: SparseLU | None = field(default=None, repr=False)
+    _svd_cache: tuple | None = field(default=None, repr=False)
+    # Numerically null spaces of K (see ``_basis``) and those of a nearby point
+    # (the previous refinement iterate), from which they are found without an SVD.
+    _null: _NullBasis | None = field(default=None, repr=False)
+    hint: _NullBasis | None = field(default=None, repr=False)
+    _relative: float | None = field(default=None, repr=False)  # see relative_residual
+
+    @classmethod
+    def at(
+        cls, structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray,
+        v: FloatArray, index: int = 0,
+    ) -> Linearization:
+        """Evaluate N and DΠ at z = (x, v, 1) (no factorization yet)."""
+        return _linearizations(structure, [A], A.data[None], b[None], c[None], x[None],
+                               v[None], [index])[0]
+
+    @property
+    def residual_norm(self) -> float:
+        """‖N(z)‖∞ (absolute)."""
+        return float(np.abs(self.residual).max())
+
+    @property
+    def relative_residual(self) -> float:
+        """The largest of the dual, primal and gap residuals, each relative to its
+        own scale: the measure refinement decreases and certificates bound
+        (computed with the point, see :func:`_evaluate`)."""
+        if self._relative is None:
+            self._relative = float(_relative_residuals(self.residual[None], self.scales[None],
+                                                       self.x.size)[0])
+        return self._relative
+
+    def factor(self, data: FloatArray | None = None, *, compact: bool = True) -> None:
+        """Form K = [[M, Π(z)], [zᵀ, 0]] and its LU (idempotent).
+
+        ``data``: K's values on its pattern, where already computed
+        (:func:`conelayers._refine.refine_many` computes a batch's at once).
+        ``compact=False`` leaves a regular dense K dense (refinement's own
+        iterates, dropped after their step); see :meth:`compact`.
+        """
+        if self.K is not None:
+            return
+        pattern = self.structure.pattern
+        if data is None:
+            data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
+        if not pattern.dense:
+            self.K = pattern.sparse_of(data)
+            nearby, self.nearby = self.nearby, None
+            # SuperLU's factorization costs many solves (logistic, order 317: the
+            # backward 1.41 → 0.60 ms per item with the nearby LU). A dense LU
+            # of K's small orders costs about the refinement sweeps it would save
+            # (sparsemax, QP, SDP: no change measured), so it is not reused.
+            reused = NearbyLU.of(nearby, self.K) if nearby is not None else None
+            del nearby  # (declined: not held while K factors itself)
+            self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
+            return
+        self.K = pattern.dense_of(data)
+        if self.hint is not None:
+            # Near a singular point (the previous iterate's null spaces at hand):
+            # where the bordering certifies K's null spaces here too, K's own LU
+            # would only say that K is singular, and every solve goes through the
+            # bordered LU (nnls_l1, K of order 157: one LU and condition estimate
+            # fewer at the refined point and at its derivative).
+            basis = _bordered_null(self, self.hint)
+            if basis is not None:
+                self._null, self.hint = basis, None
+                self.lu = _SINGULAR
+                return
+        self.lu = DenseLU(self.K)
+        if compact:
+            self.compact()
+
+    def compact(self) -> None:
+        """Hold a regular dense K by its stored entries only.
+
+        The solves need only the LU, and the residual products of their
+        iterative refinement only K's stored entries (the degenerate paths
+        keep the dense K). CSC instead of dense halves what every item holds
+        for the backward pass (sparsemax, K of order 158: 6 % of 25,000
+        entries stored; peak RSS at B = 128 was 54 MB against cvxpylayers' 39).
+        """
+        K = self.K
+        if isinstance(K, np.ndarray) and isinstance(self.lu, DenseLU) and self.regular:
+            pattern = self.structure.pattern
+            self.lu.release_matrix()
+            self.K = pattern.sparse_of(pattern.data_of(K))
+
+    def unfactor(self) -> None:
+        """Drop K, its factorization and what was derived from them (a later
+        :meth:`factor` forms them again)."""
+        self.K = self.lu = self.nearby = self._null = self._svd_cache = None
+
+    @property
+    def heavy(self) -> bool:
+        """Whether K's factorization is too large to keep between passes
+        (``_KEEP_BYTES``)."""
+        return self.lu is not None and self.lu.nbytes > _KEEP_BYTES
+
+    @property
+    def condition(self) -> float:
+        """1-norm condition estimate of K (inf when singular); computed once."""
+        assert self.lu is not None
+        return self.lu.condition
+
+    @property
+    def regular(self) -> bool:
+        """Whether K is (numerically) nonsingular, i.e. the derivative exists."""
+        return self.lu is not None and not self.lu.singular and self.condition <= _COND_LIMIT
+
+    def solve(self, rhs: FloatArray, transpose: bool = False, check: bool = True) -> FloatArray:
+        """Solve K [sol; λ] = [rhs; 0] (Kᵀ if ``transpose``) and return ``sol``.
+
+        Least squares (minimum norm) where K is singular or ill-conditioned.
+        """
+        assert self.K is not None and self.lu is not None
+        N = rhs.size
+        full = np.zeros(self.K.shape[0])
+        full[:N] = rhs  # the border row and the SOC unknowns' rows are zero
+        if self.lu.singular or (check and self.condition > _COND_LIMIT):
+            return self._lstsq(full, transpose)[:N]
+        sol = self.lu.solve(full, transpose)
+        scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
+        res = full - self.product(sol, transpose)
+        if np.linalg.norm(res) > _REFINE_RTOL * scale:
+            sol = sol + self.lu.solve(res, transpose)
+            res = full - self.product(sol, transpose)
+        rel = float(np.linalg.norm(res)) / scale
+        if check and not rel <= _WARN_RTOL:
+            _warn(
+                f"the derivative solve at batch item {self.index} has relative residual "
+                f"{rel:.1e}; this item's gradient is inaccurate."
+            )
+        return sol[:N]
+
+    def product(self, v: FloatArray, transpose: bool = False) -> FloatArray:
+        """K v (Kᵀ v if ``transpose``), K dense or on its pattern (CSC)."""
+        K = self.K
+        assert K is not None
+        if isinstance(K, np.ndarray):
+            return K.T @ v if transpose else K @ v
+        if transpose and K.nnz <= _OWN_TRANSPOSE_NNZ:
+            return self.structure.pattern.transpose_product(K.data, v)
+        return K.T @ v if transpose else K @ v
+
+    @property
+    def accuracy(self) -> float:
+        """How well this point is resolved: ‖N(z)‖∞ relative to ‖z‖∞.
+
+        K is only known to that accuracy, so singular values, null directions
+        and the like below it cannot be told from zero.
+        """
+        return self.relative_residual
+
+    def _svd(self, rcond: float = _SVD_RCOND) -> tuple[FloatArray, FloatArray, FloatArray, int]:
+        """Dense SVD of K (computed once): U, σ, Vᵀ and the rank at ``rcond``."""
+        if self._svd_cache is None:
+            assert self.K is not None
+            self._svd_cache = np.linalg.svd(dense(self.K))
+        U, S, Vt = self._svd_cache
+        return U, S, Vt, int(np.sum(S > S[0] * max(rcond, self.accuracy)))
+
+    def _basis(self) -> _NullBasis:
+        """K's numerically null spaces (right N, left L; orthonormal columns) at
+        the SVD's threshold, found once: from ``hint`` where it applies (see
+        :func:`_bordered_null`), from a random bordering where there is no hint
+        (:func:`_guessed_null`), else by the dense SVD."""
+        if self._null is None:
+            basis = _bordered_null(self, self.hint) if self.hint is not None else None
+            if basis is None and self.hint is None:
+                basis = _guessed_null(self)
+            if basis is None:
+                U, S, Vt, r = self._svd()
+                basis = _NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
+            self._null = basis
+            self.hint = None  # done with (it holds the previous point's factors)
+        return self._null
+
+    def _lstsq(self, full: FloatArray, transpose: bool) -> FloatArray:
+        """Minimum-norm least-squares solve with K (or Kᵀ); singular values
+        below the point's own accuracy count as zero."""
+        assert self.K is not None
+        if self.K.shape[0] <= _DENSE_LSTSQ_MAX:
+            if self._null is None and self.hint is None and self.accuracy > _SOFT:
+                return _rank_revealing_lstsq(self, full, transpose)
+            basis = self._basis()
+            if basis.lu is not None:
+                return basis.solve(self.K, full, transpose)
+            U, S, Vt, r = self._svd()
+            if transpose:  # Kᵀ = V Σ Uᵀ
+                return U[:, :r] @ ((Vt[:r] @ full) / S[:r])
+            return Vt[:r].T @ ((U[:, :r].T @ full) / S[:r])
+        op = self.K.T if transpose else self.K
+        x0 = None
+        if self.lu is not None and not self.lu.singular:
+            # Ill-conditioned but factored: where K is nonsingular its least-squares
+            # solution is the solution, which the LU with iterative refinement
+            # gives when its residual says so. Measured on sparse_qp (order 4,103,
+            # condition estimate 1.5e12): unpreconditioned LSMR ran to its cap of
+            # 4·order iterations, 5.2 s, where the LU solves take milliseconds.
+            x0 = self._refined_solve(full, transpose)
+            res = full - op @ x0
+            if np.linalg.norm(res) <= _REFINE_RTOL * max(float(np.linalg.norm(full)),
+                                                         np.finfo(float).tiny):
+                return x0
+        # Large and singular: an iterative least-squares solve. It is the slow,
+        # degenerate path (a DerivativeWarning accompanies it); cap its work.
+        return spla.lsmr(op, full, atol=1e-12, btol=1e-12, maxiter=4 * op.shape[0], x0=x0)[0]
+
+    def _refined_solve(self, full: FloatArray, transpose: bool, sweeps: int = 3) -> FloatArray:
+        """LU solve with up to ``sweeps`` steps of iterative refinement."""
+        assert self.lu is not None and self.K is not None
+        op = self.K.T if transpose else self.K
+        with np.errstate(all="ignore"):
+            sol = self.lu.solve(full, transpose)
+            target = _SOLVE_RTOL * max(float(np.linalg.norm(full)), np.finfo(float).tiny)
+            for _ in range(sweeps):
+                res = full - op @ sol
+                if not np.linalg.norm(res) > target:
+                    break
+                sol = sol + self.lu.solve(res, transpose)
+        if not np.isfinite(sol).all():
+            return np.zeros_like(full)
+        return sol
+
+    def left_null(self) -> FloatArray | None:
+        """Rows r with rᵀK = 0 (first N entries): right-hand sides g with rᵀg ≠ 0
+        have no exact solution. ``None`` when K is too large to decompose."""
+        assert self.K is not None
+        if self.K.shape[0] > _DENSE_LSTSQ_MAX:
+            return None
+        return self._basis().L.T[:, : self.z.size]
+
+    def null_directions(self) -> FloatArray | None:
+        """Solution tangents (dx, dy) along the null space of K, as rows ``(k, n + m)``.
+
+        These are the directions in which the cone program's solution is not
+        determined to first order. ``None`` when K is too large to decompose.
+        """
+        assert self.K is not None
+        if self.K.shape[0] > _DENSE_LSTSQ_MAX:
+            return None
+        n = self.x.size
+        # Drop the border multiplier and the SOC unknowns.
+        null = self._basis().N.T[:, : self.z.size]
+        du, dv, dw = null[:, :n], null[:, n:-1], null[:, -1:]
+        dx = du - dw * self.x
+        D = np.broadcast_to(self.D_vals, (len(dv), self.D_vals.size))
+        dy = self.structure.dproj.matvec_many(D, dv) - dw * self.y if len(dv) else dv
+        return np.concatenate([dx, dy], axis=1)
+
+
+class _CertifiedSingular:
+    """The factorization of a dense K whose null spaces the bordering certified
+    (:meth:`Linearization.factor`): singular, so every solve is a least-squares
+    one through the null basis, and K itself is never factored."""
+
+    singular = True
+    condition = float("inf")
+    nbytes = 0
+
+    def solve(self, rhs: FloatArray, transpose: bool = False) -> FloatArray:
+        raise AssertionError("K is singular: solves go through its null basis")
+
+
+_SINGULAR = _CertifiedSingular()
+
+
+def _evaluate(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
+              c: FloatArray, x: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
+    """N and DΠ at z = (x, v, 1) for B points of one program at once (rows of
+    every argument; ``A_vals`` on A's fixed pattern, ``As`` the same as arrays):
+    ``(proj, D_vals, pi, z, residual, scales, relative residual)``, each with
+    one row per point.
+
+    One point costs the same NumPy calls as B of them: refinement evaluates
+    a whole batch's iterates together (:func:`conelayers._refine.refine_many`).
+    """
+    (B, n), m = x.shape, v.shape[1]
+    proj, D_vals = structure.dproj.batch(v)
+    rows, cols = structure.a_rows, structure.a_cols
+    # Aᵀy and Ax on A's CSC arrays (no SciPy matrix per point).
+    Aty = segment_sums(A_vals * np.take(proj, rows, axis=1), cols, n)
+    # (One point: SciPy's CSC product, 3x faster than the gather and bincount on
+    # the dense QP's 32,770 entries, whose items are refined one at a time.)
+    Ax = (As[0] @ x[0])[None] if B == 1 else segment_sums(A_vals * np.take(x, cols, axis=1),
+                                                           rows, m)
+    cx, by = (c * x).sum(axis=1), (b * proj).sum(axis=1)
+    pi = np.empty((B, n + m + 1))
+    pi[:, :n], pi[:, n:-1], pi[:, -1] = x, proj, 1.0
+    z = pi.copy()
+    z[:, n:-1] = v
+    Qpi = np.empty_like(pi)
+    Qpi[:, :n], Qpi[:, n:-1], Qpi[:, -1] = Aty + c, b - Ax, -cx - by
+    # Each block of N relative to the size of what it balances (as SCS
+    # measures its own residuals): dual Aᵀy + c, primal b − Ax − s, gap.
+    scales = np.empty((B, 3))
+    top = lambda a: np.abs(a).max(axis=1, initial=0.0)  # noqa: E731
+    scales[:, 0] = np.maximum(top(Aty), top(c))
+    scales[:, 1] = np.maximum(top(b), top(Ax))
+    scales[:, 2] = np.abs(cx) + np.abs(by)
+    scales += 1.0
+    residual = Qpi - pi + z
+    return proj, D_vals, pi, z, residual, scales, _relative_residuals(residual, scales, n)
+
+
+def _relative_residuals(residual: FloatArray, scales: FloatArray, n: int) -> FloatArray:
+    """Per row: the largest of the dual, primal and gap blocks of N, each
+    divided by its scale (:attr:`Linearization.relative_residual`)."""
+    top = lambda a: np.abs(a).max(axis=1, initial=0.0)  # noqa: E731
+    return np.maximum(np.maximum(top(residual[:, :n]) / scales[:, 0],
+                                 top(residual[:, n:-1]) / scales[:, 1]),
+                      np.abs(residual[:, -1]) / scales[:, 2])
+
+
+def _linearizations(structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray,
+                    c: FloatArray, x: FloatArray, v: FloatArray,
+                    indices: list[int]) -> list[Linearization]:
+    """:meth:`Linearization.at` for B points at once (rows; ``As[k]`` is A of
+    row k, ``A_vals`` their values)."""
+    return _wrap(structure, As, b, c, x, v, _evaluate(structure, As, A_vals, b, c, x, v), indices)
+
+
+def _wrap(structure: Structure, As: list[CSC], b: FloatArray, c: FloatArray, x: FloatArray,
+          v: FloatArray, evaluated: tuple[FloatArray, ...],
+          indices: list[int]) -> list[Linearization]:
+    """One Linearization per row of :func:`_evaluate`'s result."""
+    proj, D_vals, pi, z, residual, scales, relative = evaluated
+    return [Linearization(structure, As[k], b[k], c[k], x[k], proj[k], proj[k] - v[k], pi[k],
+                          z[k], D_vals[k], residual[k], scales[k], index=indices[k],
+                          _relative=float(relative[k]))
+            for k in range(x.shape[0])]
+
+
+@dataclass(frozen=True, eq=False)
+class _NullBasis:
+    """K's numerically null spaces: N (right) and L (left), orthonormal columns
+    of K's full order, at threshold ``sigma``·max(``_SVD_RCOND``, accuracy)
+    with ``sigma`` ≈ ‖K‖₂. ``lu`` factors the bordered K̂ = K + sigma·L Nᵀ
+    (None where the basis came from the SVD, which then does the solves).
+
+    With K = U Σ Vᵀ, U = [U₁ L], V = [V₁ N]: K̂ = U diag(Σ₁, sigma·I) Vᵀ, so
+    K̂⁻¹ = K⁺ + N Lᵀ/sigma and K⁺b = K̂⁻¹(b − L Lᵀb): the minimum-norm
+    least-squares solution costs one LU solve and two projections.
+    """
+
+    N: FloatArray
+    L: FloatArray
+    sigma: float
+    lu: DenseLU | None
+
+    def solve(self, K: FloatArray, full: FloatArray, transpose: bool) -> FloatArray:
+        """K⁺ full (Kᵀ⁺ if ``transpose``: the roles of N and L swap)."""
+        assert self.lu is not None
+        right, left = (self.L, self.N) if transpose else (self.N, self.L)
+        rhs = full - left @ (left.T @ full)  # the part in K's range
+        x = self.lu.solve(rhs, transpose)
+        x -= right @ (right.T @ x)
+        op = K.T if transpose else K
+        res = rhs - op @ x
+        res -= left @ (left.T @ res)
+        # One step of iterative refinement always (one more solve): measured on
+        # nnls_l1, gradient error against the benchmark's reference (Clarabel at
+        # eps 1e-12, 5 refinement steps), 4 batches of 8 items: 7e-16 to 2e-15
+        # with it, 2e-13 to 5e-13 refining only above _REFINE_RTOL (benchmark
+        # run), 2e-14 to 8e-14 on the SVD path.
+        d = self.lu.solve(res, transpose)
+        x += d - right @ (right.T @ d)
+        return x
+
+
+# The null directions the bordering accepts are below this fraction of the
+# SVD's threshold (nnls_l1's refinement iterates measured: null singular values
+# 5e-17 to 5e-14 of ‖K‖ against thresholds of 1e-11 to 2e-5), so that its minimum-norm solution and
+# the truncated SVD's agree to rounding, not only up to the dropped σ's.
+_NULL_GAP = 1e-3
+
+
+def _null_within(K: FloatArray, W: FloatArray, thr: float) -> FloatArray | None:
+    """Orthonormal basis of the directions in span(W) that K maps below ``thr``."""
+    if not np.isfinite(W).all():
+        return None
+    try:
+        Q, _ = np.linalg.qr(W)
+        KQ = K @ Q
+        if not np.isfinite(KQ).all():
+            return None
+        if np.linalg.norm(KQ) <= _NULL_GAP * thr:  # all of span(W) (‖·‖_F ≥ ‖·‖₂)
+            return Q
+        _, S, Vt = np.linalg.svd(KQ, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return None
+    null = S <= thr
+    if np.any(null & (S > _NULL_GAP * thr)):
+        return None  # not clearly null: the truncated SVD's answer differs, let it decide
+    return Q @ Vt[null].T
+
+
+def _bordered_null(lin: Linearization, hint: _NullBasis) -> _NullBasis | None:
+    """K's null spaces from those of a nearby point (``hint``), without an SVD
+    of K; None where that does not apply (then the SVD decides).
+
+    With K̂ = K + sigma·L̃ Ñᵀ nonsingular (L̃, Ñ the hint's), every null vector n
+    of K satisfies K̂ n = sigma·L̃ (Ñᵀn), so null(K) ⊆ span(K̂⁻¹L̃) exactly
+    (likewise null(Kᵀ) ⊆ span(K̂⁻ᵀÑ)), however far the hint is off: an SVD
+    of the thin K·Q (Q an orthonormal basis of that span) picks them out at
+    the SVD's own threshold. That the rest of K's singular values lie above
+    the threshold (so that the rank equals the SVD's) is checked on the
+    bordered matrix built from the bases found: by Weyl's inequality for a
+    rank-k change, σ_{N−k}(K) ≥ σ_min(K + sigma·L Nᵀ) = 1/‖K̂⁻¹‖₂, bounded
+    with LAPACK's ``gecon`` estimates of ‖K̂⁻¹‖₁ and ‖K̂⁻¹‖∞.
+
+    Measured (nnls_l1 of the benchmark suite, K of order 157, rank 145–146 at
+    the refined points): the dense SVD of K 3.0 ms; this, one LU (0.1–0.3
+    ms; two where the rank changed), 2k solves, two QRs of 157×k matrices
+    (and their thin SVDs where not all of the span is null). Refinement and
+    the derivative took 4 SVDs per item; now the first iterate's only.
+    """
+    K = lin.K
+    if not isinstance(K, np.ndarray) or hint.N.shape[0] != K.shape[0] or not hint.N.shape[1]:
+        return None
+    sigma = hint.sigma
+    thr = sigma * max(_SVD_RCOND, lin.accuracy)
+    with np.errstate(all="ignore"):
+        lu = DenseLU(K + sigma * (hint.L @ hint.N.T))
+        if lu.singular:
+            return None
+        N = _null_within(K, lu.solve(hint.L), thr)
+        L = _null_within(K.T, lu.solve(hint.N, True), thr)
+    return _certified(K, N, L, sigma, thr, lu, hint.N.shape[1])
+
+
+def _certified(K: FloatArray, N: FloatArray | None, L: FloatArray | None, sigma: float,
+               thr: float, lu: DenseLU, width: int) -> _NullBasis | None:
+    """The null basis (N, L) of K, certified, from candidates found with the
+    factors ``lu`` of a bordered K̂ = K + (rank ``width``); None where they fail.
+
+    Where the rank is ``width``, span(K̂⁻¹L̃) is null(K) itself and K̂ serves
+    the solves as it is: the identities of _NullBasis hold with any such border,
+    since K̂⁻¹(b − L Lᵀb) = K⁺b + (a null vector), projected out. (One LU
+    fewer: 0.29 ms each, 2.8 calls per item on nnls_l1, one thread.) Where it
+    is not, K is bordered with the bases found. Either way the rest of K's
+    singular values are certified above the threshold by Weyl's inequality for
+    a rank-k change, σ_{N−k}(K) ≥ σ_min(K̂) = 1/‖K̂⁻¹‖₂ (see _bordered_null)."""
+    if N is None or L is None or not N.shape[1] or N.shape[1] != L.shape[1]:
+        return None
+    with np.errstate(all="ignore"):
+        if N.shape[1] != width:
+            lu = DenseLU(K + sigma * (L @ N.T))
+            if lu.singular:
+                return None
+        # ‖K̂⁻¹‖₂ ≤ (‖K̂⁻¹‖₁‖K̂⁻¹‖∞)^½, both from gecon (estimates, within a
+        # small factor: the margin 3).
+        inv_1 = lu.inverse_norm("1")
+        inv_inf = lu.inverse_norm("I")
+    lu.release_matrix(condition=False)  # K̂ itself is not needed for the solves
+    if not 3.0 * np.sqrt(inv_1 * inv_inf) * thr < 1.0:
+        return None
+    return _NullBasis(N, L, sigma, lu)
+
+
+# Accuracy of a point above which its SVD threshold (‖K‖·accuracy) is soft:
+# it falls among K's genuine small singular values. Measured at Clarabel's
+# answers to nnls_l1 (accuracy 5e-5 to 3e-3): 7 to 28 values below the
+# threshold, and in 27 of 32 items some of them within a factor 1e3 of it, so
+# that no bordering can match the SVD's rank (_bordered_null declines).
+_SOFT = 1e-6
+
+
+def _rank_revealing_lstsq(lin: Linearization, full: FloatArray, transpose: bool) -> FloatArray:
+    """Minimum-norm least squares at a soft threshold, by a rank-revealing QR
+    (LAPACK ``gelsy``: QR with column pivoting, then a complete orthogonal
+    factorization) instead of the SVD: the same truncation up to the rank
+    estimate's small factors, at less than half the cost (order 157: 1.8
+    against 6.4 ms, one thread). Used for the refinement step at a solver's
+    answer, whose outcome the step's own test decides; no null basis is kept
+    (the next iterate finds its own, see :func:`_guessed_null`)."""
+    assert lin.K is not None
+    K = dense(lin.K)
+    with np.errstate(all="ignore"):
+        sol = sla.lstsq(K.T if transpose else K, full, cond=max(_SVD_RCOND, lin.accuracy),
+                        lapack_driver="gelsy", check_finite=False)[0]
+    return sol if np.isfinite(sol).all() else np.zeros_like(full)
+
+
+# Power iterations for the estimate of ‖K‖₂ a guessed bordering is scaled by.
+_NORM_SWEEPS = 12
+
+
+# Pivots of K's LU at most this fraction of the largest count as small: where
+# the null directions are looked for (:func:`_pivot_null`, :func:`_guessed_null`).
+_SMALL_PIVOT = 1e-6
+
+
+def _pivot_null(lin: Linearization, sigma: float) -> _NullBasis | None:
+    """K's null spaces from its own singular LU, K = P L U, with no new
+    factorization where the small pivots number the nullity.
+
+    Set U's small pivots uⱼⱼ (j ∈ J) to the largest: K̂ = P L U' is K changed
+    in the columns J only, K̂ − K = P L E_J diag(δ − u_JJ) E_Jᵀ, a bordering
+    of rank |J|. So, as in :func:`_bordered_null`, every null vector n of K has
+    K̂ n ∈ span(P L E_J), i.e. n ∈ span(U'⁻¹E_J) (a triangular solve), and
+    every left null vector l has K̂ᵀl ∈ span(E_J), i.e. l ∈ span(K̂⁻ᵀE_J);
+    :func:`_null_within` picks the null directions out of those spans and
+    :func:`_certified` certifies the rank, with U' itself where |J| is the
+    nullity. An LU need not reveal the rank, but nothing here assumes it does:
+    a K̂ that is nearly singular too fails the certificate (None: the random
+    bordering then decides).
+
+    Measured (nnls_l1, 64 items, the first iterate without a hint): |J| was the
+    nullity on 41 and one more on 23; this agreed with the random bordering on
+    55 (null-space projectors within 3e-11), and took 0.47 ms against its 1.85
+    (median, one thread, before the certificate).
+    """
+    K, lu = lin.K, lin.lu
+    assert isinstance(K, np.ndarray) and isinstance(lu, DenseLU)
+    pivots = lu.pivots()
+    top = float(pivots.max())
+    J = np.flatnonzero(pivots <= _SMALL_PIVOT * top)
+    if not J.size or J.size > K.shape[0] // 2 or not top > 0:
+        return None
+    thr = sigma * max(_SVD_RCOND, lin.accuracy)
+    hat = lu.with_pivots(J, top)
+    E = np.zeros((K.shape[0], J.size))
+    E[J, np.arange(J.size)] = 1.0
+    with np.errstate(all="ignore"):
+        N = _null_within(K, hat.solve_upper(E), thr)
+        L = _null_within(K.T, hat.solve(E, True), thr)
+    return _certified(K, N, L, sigma, thr, hat, J.size)
+
+
+def _guessed_null(lin: Linearization) -> _NullBasis | None:
+    """K's null spaces at a point with no nearby hint: from K's own LU
+    (:func:`_pivot_null`), else :func:`_bordered_null` with random orthonormal
+    bases as the hint. Its inclusion argument needs only
+    a nonsingular bordered K̂ = K + σ·L̃Ñᵀ, which a random border of at least
+    the nullity gives with probability one; its gap and ``gecon`` checks then
+    certify the rank as they do for any hint, so the basis agrees with the
+    SVD's to rounding, or None is returned and the SVD decides. The width is
+    guessed from the LU's small pivots (|uᵢᵢ| ≤ 1e-6·max), plus two; once more
+    at twice that. σ is ‖K‖₂ by power iteration (a lower bound, within a few
+    per cent). Seeded by K's order: reproducible.
+
+    Measured (nnls_l1, 32 items, the first iterate after the solver's answer,
+    accuracy 1e-11 to 1e-7): accepted on 32 of 32, against one SVD each.
+    """
+    K, lu = lin.K, lin.lu
+    if not isinstance(K, np.ndarray) or not isinstance(lu, DenseLU) or lin.accuracy > _SOFT:
+        return None
+    order = K.shape[0]
+    rng = np.random.default_rng(order)
+    with np.errstate(all="ignore"):
+        u = rng.standard_normal(order)
+        for _ in range(_NORM_SWEEPS):
+            u = K.T @ (K @ u)
+            u /= np.linalg.norm(u)
+        sigma = float(np.linalg.norm(K @ u))
+        pivots = lu.pivots()
+    if not (np.isfinite(sigma) and sigma > 0):
+        return None
+    basis = _pivot_null(lin, sigma)
+    if basis is not None:
+        return basis
+    small = int(np.sum(pivots <= _SMALL_PIVOT * pivots.max()))
+    for width in (small + 2, 2 * small + 4):
+        if width > order // 2:
+            break
+        L = np.linalg.qr(rng.standard_normal((order, width)))[0]
+        N = np.linalg.qr(rng.standard_normal((order, width)))[0]
+        basis = _bordered_null(lin, _NullBasis(N, L, sigma, None))
+        if basis is not None:
+            return basis
+    return None
+
+
+def values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:
+    """K's values on its pattern at several points of one program (rows)."""
+    if not lins:
+        return np.zeros((0, structure.pattern.nnz))
+    rows = lambda f: stack_rows(lins, f)  # noqa: E731
+    A_vals = stack_rows([lin.A for lin in lins], "data")
+    return structure.pattern.values_many(A_vals, rows("b"), rows("c"), rows("D_vals"),
+                                         rows("pi"), rows("z"))
