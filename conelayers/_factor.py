@@ -84,7 +84,8 @@ class DenseLU:
         U's diagonal entries ``rows`` set to ``value``, a change of K in the
         columns ``rows`` only (of rank ``rows.size``). For the null spaces of a
         singular K without a new factorization (``_linearization._pivot_null``).
-        K̂ itself is not formed: no :attr:`condition`, :meth:`inverse_norm` is available."""
+        K̂ itself is not formed: no :attr:`condition`, :meth:`inverse_norm` is
+        available."""
         out = DenseLU.__new__(DenseLU)
         out._lu = self._lu.copy(order="F")
         out._lu[rows, rows] = value

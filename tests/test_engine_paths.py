@@ -57,7 +57,7 @@ def _solve(layer, values):
 def _fresh(lin):
     """The same point, linearized afresh (no hint) and factored."""
     fresh = lz.Linearization.at(lin.structure, lin.A, lin.b, lin.c, lin.x,
-                                  lin.z[lin.x.size:-1], lin.index)
+                                lin.z[lin.x.size:-1], lin.index)
     fresh.factor()
     return fresh
 

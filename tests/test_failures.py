@@ -134,7 +134,7 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     raw = solver.solve(prepared, program.matrix(A_vals[0]), b[0], c[0],
                        solver.translate_options(CLARABEL_DEFAULT))
     stalled = rf.refine(layer._engine.structure, program.matrix(A_vals[0]), b[0], c[0],
-                          raw.x, raw.y, raw.s)
+                        raw.x, raw.y, raw.s)
     assert stalled.relative_residual > engine._CERTIFIED
     # The layer re-solves it and lands on the solution: the optimality conditions of
     # min ‖Ax − b‖² + 0.1‖x‖₁, x ≥ 0 hold to rounding (g = 2Aᵀ(Ax − b) + 0.1 vanishes
