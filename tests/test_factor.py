@@ -57,6 +57,28 @@ def test_singular_sparse_K_has_infinite_condition():
     assert lu.singular and lu.condition == np.inf
 
 
+@pytest.mark.parametrize("spec", ["MMD_AT_PLUS_A", "COLAMD"])
+def test_stored_zeros_of_K_make_no_fill(spec, rng):
+    # An arrow whose dense first row and column are stored zeros: factored as
+    # stored, they are in L + U (and would fill it, ordered first); without
+    # them L + U is the diagonal. Solves and the condition estimate are K's.
+    n = 60
+    d = rng.uniform(1.0, 2.0, n)
+    arrow = sp.csc_array(sp.diags_array(d) + sp.csc_array(
+        (np.ones(2 * n - 1), (np.r_[np.zeros(n), np.arange(1, n)],
+                              np.r_[np.arange(n), np.zeros(n - 1)])), shape=(n, n)))
+    K = arrow.copy()
+    K.data[(K.indices != np.repeat(np.arange(n), np.diff(K.indptr)))] = 0.0
+    stored = K.nnz
+    lu = SparseLU(K, spec)
+    assert K.nnz == stored  # K keeps its pattern (products read it)
+    assert spla.splu(K, permc_spec=spec).nnz > 2 * n  # SuperLU on the stored pattern
+    assert lu.nbytes == 12 * 2 * n  # L's unit diagonal and U's diagonal
+    x = rng.standard_normal(n)
+    assert np.allclose(lu.solve(K @ x), x, rtol=1e-14, atol=0)
+    assert lu.condition == pytest.approx(np.linalg.cond(K.toarray(), 1), rel=1e-12)
+
+
 def test_dense_pivots_are_the_magnitudes_of_Us_diagonal(rng):
     K = rng.standard_normal((6, 6))
     import scipy.linalg as sla
