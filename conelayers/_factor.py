@@ -21,9 +21,10 @@ c and b borders) gives the 1,024-variable sparse QP (order 4,103) L + U of 4.2
 million entries and 1.2 s against COLAMD's 7.2 million and 2.1 s; on the
 logistic regression (order 317) COLAMD gives 14,262 entries and 0.41 ms
 against 26,690 and 0.83 ms, and its solves take 21 against 29 µs. (Both
-measured on K as stored; SuperLU now gets K without its stored zeros, see
-:func:`_pruned`: on one sparse QP item 3.0 million entries and 0.51 s with
-minimum degree, 2.8 million and 0.61 s with COLAMD.)
+measured on K as stored. SuperLU now gets large K without their stored
+zeros, see :func:`_pruned`: on one sparse QP item 3.0 million entries and
+0.51 s with minimum degree, 2.8 million and 0.61 s with COLAMD, so large K
+keep minimum degree.)
 """
 
 from __future__ import annotations
@@ -178,20 +179,30 @@ class SparseLU:
         return self._lu.solve(rhs, trans="T" if transpose else "N")
 
 
-def _pruned(K: sp.csc_array) -> sp.csc_array:
-    """K without its stored zeros, for SuperLU (which takes every stored entry
-    as a structural nonzero: it orders on them and keeps their fill).
+# Smallest order of K that SuperLU gets without its stored zeros (_pruned): the
+# orders where the ordering is not chosen but minimum degree on Kᵀ + K.
+_PRUNE_MIN_ORDER = _CHOOSE_MAX_ORDER + 1
 
-    K's pattern is the program's, so it stores the zeros of the item's D (an
-    inactive inequality's row of AᵀD, its block of I − D where active): 23 %
-    of the sparse QP's 71,630 entries, 9 % of the logistic regression's
-    3,077. Measured on three sparse QP items (order 4,103, minimum degree on
-    Kᵀ + K): L + U 4.2 → 3.1 million entries and the factorization 1.2 s →
-    0.42 s; logistic regression (12 items, medians): minimum degree 1.00 →
-    0.75 ms, COLAMD (its usual choice) 0.49 ms either way. K itself keeps its
-    pattern, which its products and the condition estimate's norm read.
+
+def _pruned(K: sp.csc_array) -> sp.csc_array:
+    """K without its stored zeros, for SuperLU, on large K
+    (``_PRUNE_MIN_ORDER``); smaller K as they are.
+
+    SuperLU takes every stored entry as a structural nonzero: the ordering sees
+    it and L + U keep its fill. K's pattern is the program's, so it stores the
+    zeros of the item's D (an inactive inequality's column of AᵀD, I − D where
+    a constraint is active): 23 % of the sparse QP's 71,630 entries. Minimum
+    degree on Kᵀ + K (the ordering from this order up) on three sparse QP
+    items (order 4,103): L + U 4.2 → 3.1 million entries, the factorization
+    1.2 → 0.42 s. Below, where :class:`SparseOrdering` chooses between it and
+    COLAMD by fill on the first K, pruning did not pay: on the logistic
+    regression (order 317, 12 items' K, 9 % stored zeros) COLAMD took 0.49 ms
+    either way and minimum degree 1.00 → 0.75 ms, but the choice then went to
+    minimum degree (fewer entries on the first item's K), and the layer was
+    9 % slower per item (forward + backward, B = 128, interleaved). K itself
+    keeps its pattern, which its products and the condition estimate read.
     """
-    if K.data.all():
+    if K.shape[0] < _PRUNE_MIN_ORDER or K.data.all():
         return K
     pruned = K.copy()
     pruned.eliminate_zeros()

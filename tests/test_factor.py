@@ -15,7 +15,14 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from conelayers._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, _inverse_norm_1
+from conelayers._factor import (
+    _PRUNE_MIN_ORDER,
+    DenseLU,
+    NearbyLU,
+    SparseLU,
+    SparseOrdering,
+    _inverse_norm_1,
+)
 
 
 def _matrices(rng):
@@ -62,7 +69,7 @@ def test_stored_zeros_of_K_make_no_fill(spec, rng):
     # An arrow whose dense first row and column are stored zeros: factored as
     # stored, they are in L + U (and would fill it, ordered first); without
     # them L + U is the diagonal. Solves and the condition estimate are K's.
-    n = 60
+    n = _PRUNE_MIN_ORDER  # (smaller K are factored as stored)
     d = rng.uniform(1.0, 2.0, n)
     arrow = sp.csc_array(sp.diags_array(d) + sp.csc_array(
         (np.ones(2 * n - 1), (np.r_[np.zeros(n), np.arange(1, n)],
