@@ -69,9 +69,10 @@ _SVD_RCOND = 1e-11
 # Largest factorization of K an item keeps from the forward pass to the
 # backward, and between derivative requests; larger ones are formed again for
 # each use. A batch otherwise holds one per item: the 1,024-variable sparse QP
-# (K of order 4,103, 3 million entries in L + U, ~100 MB per item) peaked at
-# 4.4 GB at B = 32, against cvxpylayers' 0.8 GB. The benchmark's other
-# factorizations are at most 1.3 MB (the dense QP's, order 389).
+# (K of order 4,103; ~100 MB of factors per item when this was measured, 36 MB
+# since SuperLU gets K without its stored zeros) peaked at 4.4 GB at B = 32,
+# against cvxpylayers' 0.8 GB. The benchmark's other factorizations are at
+# most 1.3 MB (the dense QP's, order 389).
 _KEEP_BYTES = 16 * 2**20
 # Up to this many stored entries, Kᵀv is formed on K's pattern: SciPy builds the
 # transposed array first (~20 µs, a tenth of a small item's backward), but its
