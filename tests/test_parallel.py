@@ -283,3 +283,56 @@ def test_blas_is_held_to_one_thread_on_a_thread_after_the_main_one_set_it():
     finally:
         for lib, n in zip(libs, found, strict=True):
             lib.set_num_threads(n)
+
+
+@pytest.mark.skipif(_parallel.worker_count(None, 2) < 2, reason="needs 2 cores")
+def test_pipeline_after_runs_on_workers_for_finished_groups_only():
+    caller = threading.get_ident()
+    finished, done_after, lock = [], [], threading.Lock()
+    first_after = threading.Event()
+
+    def finish(items):
+        if finished:  # the later groups wait for a worker to take up the first
+            assert first_after.wait(timeout=10)
+        finished.extend(i for i, _ in items)
+
+    def after(group):
+        assert threading.get_ident() != caller
+        with lock:
+            assert all(i in finished for i in group)  # only groups already finished
+            done_after.append(tuple(group))
+        first_after.set()
+
+    _parallel.pipeline(lambda i: i, finish, 40, 2, batch=8, after=after)
+    assert sorted(finished) == list(range(40))
+    returned = list(done_after)
+    assert returned and len(set(returned)) == len(returned)  # each group at most once
+    assert returned == sorted(returned)  # in order
+    time.sleep(0.05)
+    assert done_after == returned  # nothing runs after the call has returned
+
+
+def test_pipeline_after_never_runs_on_one_thread():
+    calls = []
+    _parallel.pipeline(lambda i: i, lambda items: None, 10, 1, batch=4,
+                       after=calls.append)
+    _parallel.pipeline(lambda i: i, lambda items: None, 1, 2, after=calls.append)
+    assert calls == []
+
+
+@pytest.mark.skipif(_parallel.worker_count(None, 2) < 2, reason="needs 2 cores")
+def test_pipeline_after_errors_reach_the_caller():
+    first_after = threading.Event()
+
+    def finish(items):
+        if items[0][0] > 0:
+            first_after.wait(timeout=10)
+
+    def after(group):
+        first_after.set()
+        raise ValueError("after")
+
+    with pytest.raises(ValueError, match="after"):
+        _parallel.pipeline(lambda i: i, finish, 40, 2, batch=8, after=after)
+    _, finished, _ = _run_pipeline(12, 2, solve_seconds=0.001)  # the pool still works
+    assert sorted(finished) == list(range(12))
