@@ -20,7 +20,7 @@ import numpy as np
 from ._batched import stack_rows
 from ._diff import DerivativeMode, ItemDerivative, jvp_many, vjp_many
 from ._errors import Status
-from ._linearization import Linearization, Structure, values_many
+from ._linearization import Linearization, Structure
 from ._parallel import for_groups, group_size, groups_of, pipeline
 from ._program import ParametricConeProgram
 from ._refine import batchable, refine_many
@@ -134,13 +134,11 @@ def _finite(raw: RawSolution) -> bool:
 
 def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], refine: int,
                 A_vals: FloatArray, b: FloatArray, c: FloatArray, first: int = 0,
-                jobs: int | None = None, prefactor: bool = False) -> ItemsResult:
+                jobs: int | None = None) -> ItemsResult:
     """Solve and refine items ``first, first + 1, ...`` given their data rows.
 
     Failed items are NaN with their status; an item the solver gave up on is
     rescued when refinement certifies optimality (see ``_RESCUABLE``).
-    ``prefactor``: the derivative will be asked for; idle worker threads
-    factor K at the items' solutions meanwhile (see the comment at the end).
     """
     program = engine.program
     solver, prepared = engine.solver(solver_name)
@@ -207,27 +205,10 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
                 linearizations[i] = lin
             statuses[i] = status
 
-    def factor(group: range) -> None:
-        # Not the first group: the backward pass times its first group to decide
-        # whether to use threads (_parallel.for_each); prefactored, that one
-        # would look short (the dense QP, B = 32: backward 2.4 → 4.2 ms per item,
-        # on one thread).
-        if group.start == 0:
-            return
-        todo = [lin for i in group if (lin := linearizations[i]) is not None and lin.K is None]
-        for lin, data in zip(todo, values_many(engine.structure, todo), strict=True):
-            lin.factor(data)
-
     # The solves run ahead on worker threads (they release the GIL); refinement,
     # which does not, on this one, a group of items at a time (see
-    # _parallel.pipeline and _refine.refine_many). With ``prefactor``, workers
-    # with no item left to solve factor K at the refined points of the groups
-    # finished meanwhile (what the derivative factors first; the same LU, so the
-    # same results). Dense K only: sparse ones reuse a refinement iterate's LU
-    # (NearbyLU), or are too large to keep (_KEEP_BYTES).
-    after = factor if prefactor and engine.structure.pattern.dense else None
-    pipeline(solve_raw, finish, B, jobs, batch=group_size(batchable(engine.structure)),
-             after=after)
+    # _parallel.pipeline and _refine.refine_many).
+    pipeline(solve_raw, finish, B, jobs, batch=group_size(batchable(engine.structure)))
     return ItemsResult(x, y, s, statuses, iterations, residual, linearizations)
 
 

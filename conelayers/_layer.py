@@ -168,7 +168,6 @@ class CvxpyLayer:
         solver_args: Mapping[str, Any] | None = None,
         throw: bool | None = None,
         executor: Executor | None = None,
-        differentiate: bool = False,
     ) -> Solution:
         """Solve for a batch of parameter values.
 
@@ -177,14 +176,6 @@ class CvxpyLayer:
         batch axis (all batched values must share the batch size; unbatched
         ones are shared by every item). ``solver_args``, ``throw`` and
         ``executor`` override the constructor's for this call.
-
-        ``differentiate=True`` says that the derivative (:meth:`Solution.adjoint`
-        or :meth:`Solution.derivative`) will be asked for: worker threads left
-        without items to solve while the calling thread still refines then
-        factor the derivative system of finished items, work the first
-        derivative request would otherwise do on one thread. The results are
-        the same bit for bit; the PyTorch layer sets it when an input requires
-        a gradient.
         """
         batch = check_values(self.program.parameters, values)
         options = split_solver_args(solver_args).over(self._defaults)
@@ -198,8 +189,7 @@ class CvxpyLayer:
                              (options.jobs_forward, options.jobs_backward))
         return solve_batch(self._engine, batch, solver.name, native, mode=options.mode,
                            refine=int(options.refine or 0), throw=throw, where=where,
-                           warn_stacklevel=3,
-                           differentiate=_check_bool(differentiate, "differentiate"))
+                           warn_stacklevel=3)
 
     def __call__(
         self, *values: Any, solver_args: Mapping[str, Any] | None = None

@@ -192,8 +192,7 @@ def for_groups(fn: Callable[[np.ndarray], None], groups: list[np.ndarray],
 
 
 def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], None],
-             count: int, jobs: int | None, batch: int = _BATCH,
-             after: Callable[[range], None] | None = None) -> None:
+             count: int, jobs: int | None, batch: int = _BATCH) -> None:
     """``finish([(i, solve(i)), ...])`` over i in range(count), in groups of
     at most ``batch`` consecutive items, in order:
     ``solve`` on up to ``jobs`` threads (as in :func:`for_each`), ``finish``
@@ -209,15 +208,6 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
     solve on every thread. The groups depend only on ``count``, ``batch`` and
     whether threads are used, never on timing: a batch's results are the same
     bit for bit however its solves were spread over threads.
-
-    ``after(group)``, where given, is work a finished group can do without:
-    worker threads with no item left to solve do it for the groups the calling
-    thread has finished, in order, until that thread has finished the last one
-    (what is not begun by then stays undone; what is begun is completed before
-    the call returns). Never on the calling thread, so never with one thread;
-    its exceptions reach the caller. For the forward pass, the factorizations
-    a derivative will need (``_engine.solve_items``), on workers that a
-    refinement-bound batch would leave idle at its end.
     """
     workers = worker_count(jobs, count)
     if count == 0:
@@ -243,26 +233,12 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
                 taken[0] = i + 1
                 return i
 
-        finished: queue.SimpleQueue = queue.SimpleQueue()  # groups for ``after``
-        failed: list[BaseException] = []
-
         def produce() -> None:
             while (i := take()) is not None:
                 try:
                     done.put((i, solve(i), None))
                 except BaseException as error:  # re-raised on the calling thread
                     done.put((i, None, error))
-                    return
-            if after is None:
-                return
-            # Every item is taken: until the calling thread has finished the
-            # last group, do ``after`` for the groups it has finished (what is
-            # left then stays undone).
-            while (group := finished.get()) is not None and not stop.is_set():
-                try:
-                    after(group)
-                except BaseException as error:  # re-raised on the calling thread
-                    failed.append(error)
                     return
 
         solved: dict[int, T] = {}
@@ -295,14 +271,8 @@ def pipeline(solve: Callable[[int], T], finish: Callable[[list[tuple[int, T]]], 
                     else:  # every item is taken: wait for one in flight
                         arrived(done.get())
                 finish([(i, solved.pop(i)) for i in group])
-                if after is not None:
-                    finished.put(group)
         finally:
             stop.set()
-            for _ in futures:
-                finished.put(None)
             for f in futures:
                 f.cancel()  # not started (another call holds the pool's threads)
             wait(futures)
-        if failed:
-            raise failed[0]

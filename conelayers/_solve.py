@@ -56,12 +56,8 @@ class Distribution:
 
 def solve_batch(engine: Engine, batch: Batch, solver: str, options: Mapping[str, Any], *,
                 mode: DerivativeMode = DerivativeMode.exact, refine: int = 0,
-                throw: bool = True, where: Distribution, warn_stacklevel: int = 3,
-                differentiate: bool = False) -> Solution:
+                throw: bool = True, where: Distribution, warn_stacklevel: int = 3) -> Solution:
     """Solve every item of ``batch`` and recover the outputs.
-
-    ``differentiate``: the caller will ask for the derivative (see
-    :meth:`conelayers.CvxpyLayer.solve`).
 
     Raises :class:`SolverError` naming the failed items when ``throw``; with
     ``throw=False`` failed items come back as NaN with their status.
@@ -69,8 +65,7 @@ def solve_batch(engine: Engine, batch: Batch, solver: str, options: Mapping[str,
     A_vals, b, c, d = engine.program.apply(batch.theta)
     if where.executor is None:
         result = solve_items(engine, solver, options, refine, A_vals, b, c,
-                             jobs=where.jobs[0],
-                             prefactor=differentiate and mode is DerivativeMode.exact)
+                             jobs=where.jobs[0])
     else:
         ranges = where.ranges(batch.size)
         parts = map_chunks(where.executor, engine, where.token, "solve",

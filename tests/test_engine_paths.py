@@ -17,8 +17,6 @@ guessed bordering switched off, the code as it was before these paths.
 
 from __future__ import annotations
 
-import time
-
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -424,38 +422,3 @@ def test_the_derivative_structure_is_built_once_on_first_use():
         again = other.solve(*values)
         np.testing.assert_array_equal(again.values[0], first.values[0])
         assert np.array_equal(other._engine.structure.pattern.indices, built.pattern.indices)
-
-
-@pytest.mark.skipif(conelayers._parallel.worker_count(None, 2) < 2, reason="needs 2 cores")
-@pytest.mark.parametrize("make", [_sparsemax, _nnls_l1])
-def test_factors_formed_in_the_forward_pass_give_the_same_derivatives(make, monkeypatch):
-    """``solve(differentiate=True)``: idle workers factor K at finished groups'
-    refined points (never the first group's); the adjoint and the derivative
-    are those of ``differentiate=False`` bit for bit. Refinement is slowed so
-    that the worker, with every item solved, has groups to factor."""
-    import conelayers._engine as engine_module
-
-    refine_many = engine_module.refine_many
-
-    def slow(*args, **kwargs):
-        out = refine_many(*args, **kwargs)
-        time.sleep(0.05)  # (releases the GIL)
-        return out
-
-    monkeypatch.setattr(engine_module, "refine_many", slow)
-    prob, params, variables = make()
-    layer = conelayers.CvxpyLayer(prob, params, variables)
-    rng = np.random.default_rng(3)
-    B = 48
-    values = [rng.standard_normal((B, *p.shape)) for p in params]
-    dx = rng.standard_normal((B, *variables[0].shape))
-    dparams = [rng.standard_normal(v.shape) for v in values]
-    plain = layer.solve(*values, solver_args={"n_jobs_forward": 2})
-    early = layer.solve(*values, solver_args={"n_jobs_forward": 2}, differentiate=True)
-    factored = [lin is not None and lin.lu is not None for lin in early._linearizations]
-    assert any(factored) and not any(factored[:16])  # the first group is left alone
-    assert not any(lin is not None and lin.lu is not None for lin in plain._linearizations)
-    for a, b in zip(plain.adjoint(dx), early.adjoint(dx), strict=True):
-        assert np.array_equal(a, b)
-    for a, b in zip(plain.derivative(*dparams), early.derivative(*dparams), strict=True):
-        assert np.array_equal(a, b)

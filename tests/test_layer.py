@@ -16,7 +16,7 @@ from helpers import (
 )
 from problems import CASES, case_solver_pairs
 
-from conelayers import CvxpyLayer, DerivativeMode, ParameterError
+from conelayers import CvxpyLayer, DerivativeMode
 
 PAIRS = case_solver_pairs()
 
@@ -152,16 +152,3 @@ def test_diffcp_modes_run_and_are_close_on_a_well_conditioned_qp(mode, rng):
 
 def test_modes_are_the_enum_values():
     assert {m.value for m in DerivativeMode} == {"exact", "lsqr", "lsmr", "dense"}
-
-
-def test_differentiate_must_be_a_bool_and_is_checked_before_solving(rng, monkeypatch):
-    case = CASES["qp"]()
-    layer = make(case, "Clarabel")
-    import conelayers._solve as solve_module
-
-    monkeypatch.setattr(solve_module, "solve_items",
-                        lambda *a, **k: pytest.fail("solved before checking"))
-    with pytest.raises(ParameterError, match=r"`differentiate` must be True or False; got 'yes'"):
-        layer.solve(*case.sample(rng), differentiate="yes")
-    with pytest.raises(pytest.fail.Exception, match="solved before checking"):
-        layer.solve(*case.sample(rng), differentiate=True)  # (the patch is in the path)

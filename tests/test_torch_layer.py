@@ -269,23 +269,6 @@ def test_no_grad_path_accepts_derivative_only_options(rng):
     assert values[0].grad is not None
 
 
-def test_the_core_is_told_when_a_gradient_will_be_asked_for(rng, monkeypatch):
-    """``differentiate`` (factors formed in the forward pass where workers idle)
-    only when an input requires a gradient and autograd records."""
-    case = CASES["qp"]()
-    layer = torch_layer(case)
-    seen = []
-    solve = layer.layer.solve
-    monkeypatch.setattr(layer.layer, "solve",
-                        lambda *a, **k: seen.append(k["differentiate"]) or solve(*a, **k))
-    values = case.sample(rng)
-    layer(*[torch.tensor(v, requires_grad=True) for v in values])
-    layer(*[torch.tensor(v) for v in values])
-    with torch.no_grad():
-        layer(*[torch.tensor(v, requires_grad=True) for v in values])
-    assert seen == [True, False, False]
-
-
 def test_nan_option_keeps_the_batch_and_reports_status():
     x = cp.Variable(2)
     lo = cp.Parameter(2)

@@ -71,7 +71,6 @@ class CvxpyLayer(torch.nn.Module):
         tensors, dtype, device = _as_tensors(self.layer.program.parameters, params)
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         if torch.is_grad_enabled():
-            call.differentiate = any(t.requires_grad for t in tensors)
             outputs = _Solve.apply(call, *tensors)
         else:  # forward only: no autograd record at all
             outputs = call.forward(tensors)
@@ -89,7 +88,6 @@ class _Call:
         self.layer, self.solver_args, self.throw = layer, solver_args, throw
         self.executor = executor
         self.dtype, self.device = dtype, device
-        self.differentiate = False  # a gradient will be asked for (see core solve())
         self.solution: Solution | None = None
 
     def to_torch(self, arrays) -> tuple[torch.Tensor | None, ...]:
@@ -100,7 +98,7 @@ class _Call:
     def forward(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         arrays = [_numpy(t) for t in tensors]
         self.solution = self.layer.solve(*arrays, solver_args=self.solver_args, throw=self.throw,
-                                         executor=self.executor, differentiate=self.differentiate)
+                                         executor=self.executor)
         return self.to_torch(self.solution.values)  # type: ignore[return-value]
 
 
