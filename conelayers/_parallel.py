@@ -24,7 +24,19 @@ QP's (22–52 ms forward, 4 ms backward: Clarabel and LAPACK on matrices of orde
 * :func:`for_each` (backward, JVP, on the same groups, :func:`groups_of`): with
   the default thread count the first call runs alone and timed, and the rest go
   to threads only if it took at least ``_THREADED_ITEM`` seconds per item. An
-  explicit count (``n_jobs_*``) is used as given."""
+  explicit count (``n_jobs_*``) is used as given.
+
+Workers idle at the end of a refinement-bound forward pass (every item solved,
+groups still to refine). Two ways of using them were measured and dropped
+(2026-12-02, AMD 2-core machine, B = 128 unless noted, interleaved, forward +
+backward per item): workers refining groups from the back while the calling
+thread refines from the front (same results bit for bit), forward only:
+NNLS + l1 +17 % at B = 64 but −9 % at B = 128, sparsemax −4 %, QP and logistic
+regression ±2 %; workers factoring K at finished groups' refined points for
+the backward (same results): NNLS + l1 −9 % and +6 % in two runs, sparsemax
++7 % and 0 %, SDP −2 % and −7 %, QP +1 %, dense QP (B = 32) −3 %. In both the
+second thread's Python and ``gecon`` (which holds the GIL) slowed the
+refining thread about as much as the work it took over."""
 
 from __future__ import annotations
 
