@@ -202,7 +202,7 @@ def _pruned(K: sp.csc_array) -> sp.csc_array:
     9 % slower per item (forward + backward, B = 128, interleaved). K itself
     keeps its pattern, which its products and the condition estimate read.
     """
-    if K.shape[0] < _PRUNE_MIN_ORDER or K.data.all():
+    if K.indptr.size - 1 < _PRUNE_MIN_ORDER or K.data.all():  # (order: K is square)
         return K
     pruned = K.copy()
     pruned.eliminate_zeros()
