@@ -71,10 +71,9 @@ def test_stored_zeros_of_K_make_no_fill(spec, rng):
     # them L + U is the diagonal. Solves and the condition estimate are K's.
     n = _PRUNE_MIN_ORDER  # (smaller K are factored as stored)
     d = rng.uniform(1.0, 2.0, n)
-    arrow = sp.csc_array(sp.diags_array(d) + sp.csc_array(
+    K = sp.csc_array(sp.diags_array(d) + sp.csc_array(
         (np.ones(2 * n - 1), (np.r_[np.zeros(n), np.arange(1, n)],
                               np.r_[np.arange(n), np.zeros(n - 1)])), shape=(n, n)))
-    K = arrow.copy()
     K.data[(K.indices != np.repeat(np.arange(n), np.diff(K.indptr)))] = 0.0
     stored = K.nnz
     lu = SparseLU(K, spec)
