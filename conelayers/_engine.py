@@ -134,11 +134,13 @@ def _finite(raw: RawSolution) -> bool:
 
 def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], refine: int,
                 A_vals: FloatArray, b: FloatArray, c: FloatArray, first: int = 0,
-                jobs: int | None = None) -> ItemsResult:
+                differentiable: bool = True, jobs: int | None = None) -> ItemsResult:
     """Solve and refine items ``first, first + 1, ...`` given their data rows.
 
     Failed items are NaN with their status; an item the solver gave up on is
     rescued when refinement certifies optimality (see ``_RESCUABLE``).
+    ``differentiable``: whether the items' derivatives may be asked for
+    (refinement then keeps factors for them, see ``_refine.refine``).
     """
     program = engine.program
     solver, prepared = engine.solver(solver_name)
@@ -174,7 +176,7 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         stack = lambda f: stack_rows(raws, f)  # noqa: E731
         return refine_many(engine.structure, [A for _, A, _ in items], A_vals[rows], b[rows],
                            c[rows], stack("x"), stack("y"), stack("s"), max_steps=refine,
-                           indices=[first + i for i in rows])
+                           indices=[first + i for i in rows], differentiable=differentiable)
 
     def finish(solved: list[tuple[int, tuple[CSC, RawSolution]]]) -> None:
         go = []

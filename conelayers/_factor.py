@@ -29,6 +29,7 @@ keep minimum degree.)
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -57,6 +58,7 @@ class DenseLU:
 
     def __init__(self, K: FloatArray) -> None:
         self.K = K
+        self.order = K.shape[0]
         self._lu, self._piv, info = lapack.dgetrf(K, overwrite_a=False)
         self.singular = info > 0
         self._cond: float | None = float("inf") if self.singular else None
@@ -93,6 +95,7 @@ class DenseLU:
         out._lu = self._lu.copy(order="F")
         out._lu[rows, rows] = value
         out.K, out._piv, out.singular, out._cond = None, self._piv, value == 0, None
+        out.order = self.order
         return out
 
     def solve_upper(self, rhs: FloatArray) -> FloatArray:
@@ -259,6 +262,14 @@ class SparseOrdering:
         self._lock = threading.Lock()
 
 
+# Smallest order of a dense K whose nearby K₀'s LU serves it. getrf's n³ against
+# the sweeps' n² (each one ``getrs`` and a product with K's stored entries):
+# measured on the benchmark (B = 128, PyTorch layer, interleaved), the backward
+# per item went 0.41 → 0.28 ms on sparsemax (order 158) but 0.19 → 0.24 on the
+# QP (order 62) and 0.20 → 0.22 on the SDP (order 86); on random K with 6 %
+# stored entries the two broke even between orders 80 and 120.
+_NEARBY_DENSE_MIN_ORDER = 120
+
 # Largest contraction ‖I − K₀⁻¹K‖ (estimated on one random vector) at which a
 # nearby matrix K₀'s LU serves K's solves: each sweep of iterative refinement
 # then gains at least three digits, so ``_NEARBY_SWEEPS`` reach rounding.
@@ -271,10 +282,10 @@ _NEARBY_ACCEPT = 1e-12
 
 
 class NearbyLU:
-    """The SuperLU factors of a nearby matrix K₀ serving K's solves, by iterative
+    """The LU factors of a nearby matrix K₀ serving K's solves, by iterative
     refinement against K itself (Wilkinson's refinement with an inexact
-    factorization). Sparse only: a dense LU of the orders where K is dense costs
-    about what the sweeps cost (measured, see ``Linearization.factor``).
+    factorization); K₀'s factors are SuperLU's or, for K of order at least
+    ``_NEARBY_DENSE_MIN_ORDER``, dense LAPACK's (see :meth:`serves`).
 
     With E = I − K₀⁻¹K and ρ = ‖E‖ < 1, the iterates x ← x + K₀⁻¹(b − Kx)
     converge to K⁻¹b with error ρᵏ: the solves are K's to rounding (each is
@@ -284,21 +295,33 @@ class NearbyLU:
     condition estimate from K₀'s.
 
     Refinement leaves such a K₀ behind: the last iterate whose LU gave a Newton
-    or chord step is within one step (~1e-8 relative on the benchmark suite) of
-    the point returned, where the derivative needs K; this saves that point's
-    factorization (measured in the CHANGELOG's entry for this class).
+    step is one or two steps from the point returned, where the derivative
+    needs K (measured median ρ, 32 items each: SDP 2e-7, sparsemax 6e-6, QP
+    4e-5, the dense QP 2e-4, where 25 of the 32 were above the 1e-3 limit);
+    this saves that point's factorization (measured in the CHANGELOG's
+    entries for this class).
+    K is held by its stored entries (CSC) either way: its products are what
+    the sweeps need.
     """
 
-    def __init__(self, base: SparseLU, K: sp.csc_array, contraction: float) -> None:
+    def __init__(self, base: SparseLU | DenseLU, K: sp.csc_array, contraction: float) -> None:
         self.base, self.K, self._rho = base, K, contraction
-        self._own: SparseLU | None = None
+        self._own: SparseLU | DenseLU | None = None
+
+    @staticmethod
+    def serves(base: object) -> bool:
+        """Whether ``base`` is worth keeping for a nearby K: SuperLU's factors
+        always (they cost many solves), dense ones from ``_NEARBY_DENSE_MIN_ORDER``."""
+        if isinstance(base, SparseLU):
+            return True
+        return isinstance(base, DenseLU) and base.order >= _NEARBY_DENSE_MIN_ORDER
 
     @classmethod
-    def of(cls, base: SparseLU, K: sp.csc_array) -> NearbyLU | None:
+    def of(cls, base: SparseLU | DenseLU, K: sp.csc_array) -> NearbyLU | None:
         """``base``'s LU for K, or None where it is not close enough to converge fast."""
         if base.singular:
             return None
-        v = np.random.default_rng(K.shape[0]).standard_normal(K.shape[0])
+        v = _probe(K.shape[0])
         with np.errstate(all="ignore"):
             rho = float(np.linalg.norm(base.solve(K @ v) - v) / np.linalg.norm(v))
         return cls(base, K, rho) if rho <= _NEARBY_CONTRACTION else None
@@ -339,8 +362,19 @@ class NearbyLU:
         # Slower convergence than the estimate promised: K factors itself.
         # (Later solves see ``singular`` where that LU is; this one keeps its best
         # effort, whose residual the caller checks.)
-        self._own = SparseLU(self.K, self.base.spec)
+        base = self.base
+        self._own = (SparseLU(self.K, base.spec) if isinstance(base, SparseLU)
+                     else DenseLU(np.asfortranarray(self.K.toarray())))
         return sol if self._own.singular else self._own.solve(rhs, transpose)
+
+
+@functools.lru_cache(maxsize=16)
+def _probe(order: int) -> FloatArray:
+    """The fixed random vector of :meth:`NearbyLU.of`'s contraction test (a
+    Generator costs ~11 µs to make, a tenth of the test at order 158)."""
+    v = np.random.default_rng(order).standard_normal(order)
+    v.flags.writeable = False
+    return v
 
 
 # Iterations of Hager's estimator (LAPACK's ``dlacon`` stops after five).

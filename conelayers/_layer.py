@@ -177,6 +177,15 @@ class CvxpyLayer:
         ones are shared by every item). ``solver_args``, ``throw`` and
         ``executor`` override the constructor's for this call.
         """
+        return self._solution(values, solver_args, throw, executor, differentiable=True)
+
+    def _solution(self, values: Sequence[Any], solver_args: Mapping[str, Any] | None,
+                  throw: bool | None, executor: Executor | None, *,
+                  differentiable: bool, warn_stacklevel: int = 4) -> Solution:
+        """:meth:`solve`, told whether the caller may ask for derivatives: a
+        front-end's forward pass without a gradient tape, or :meth:`__call__`,
+        says it will not, and refinement keeps no factors for them (up to
+        200 KB per item; see ``_refine.refine``)."""
         batch = check_values(self.program.parameters, values)
         options = split_solver_args(solver_args).over(self._defaults)
         assert options.solver is not None and options.mode is not None
@@ -189,13 +198,13 @@ class CvxpyLayer:
                              (options.jobs_forward, options.jobs_backward))
         return solve_batch(self._engine, batch, solver.name, native, mode=options.mode,
                            refine=int(options.refine or 0), throw=throw, where=where,
-                           warn_stacklevel=3)
+                           warn_stacklevel=warn_stacklevel, differentiable=differentiable)
 
     def __call__(
         self, *values: Any, solver_args: Mapping[str, Any] | None = None
     ) -> tuple[FloatArray, ...]:
         """``layer(*values) -> tuple of outputs`` (the values of :meth:`solve`)."""
-        return self.solve(*values, solver_args=solver_args).values
+        return self._solution(values, solver_args, None, None, differentiable=False).values
 
     def __getstate__(self) -> dict[str, Any]:
         # An executor (a pool, a cluster client) is a local resource: it does

@@ -133,8 +133,8 @@ class Linearization:
     K: sp.csc_array | FloatArray | None = None
     lu: DenseLU | SparseLU | NearbyLU | _CertifiedSingular | None = None
     # The LU of a nearby point (the refinement iterate whose LU gave the last
-    # step), which :meth:`factor` reuses where it serves (see NearbyLU).
-    nearby: SparseLU | None = field(default=None, repr=False)
+    # Newton step), which :meth:`factor` reuses where it serves (see NearbyLU).
+    nearby: SparseLU | DenseLU | None = field(default=None, repr=False)
     _svd_cache: tuple | None = field(default=None, repr=False)
     # Numerically null spaces of K (see ``_basis``) and those of a nearby point
     # (the previous refinement iterate), from which they are found without an SVD.
@@ -179,17 +179,25 @@ class Linearization:
         pattern = self.structure.pattern
         if data is None:
             data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
+        # SuperLU's factorization costs many solves (logistic, order 317: the
+        # backward 1.41 → 0.60 ms per item with the nearby LU), a dense one of
+        # order 158 a dozen sweeps (sparsemax: 0.41 → 0.28 ms); see NearbyLU.
+        nearby, self.nearby = self.nearby, None
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
-            nearby, self.nearby = self.nearby, None
-            # SuperLU's factorization costs many solves (logistic, order 317: the
-            # backward 1.41 → 0.60 ms per item with the nearby LU). A dense LU
-            # of K's small orders costs about the refinement sweeps it would save
-            # (sparsemax, QP, SDP: no change measured), so it is not reused.
             reused = NearbyLU.of(nearby, self.K) if nearby is not None else None
             del nearby  # (declined: not held while K factors itself)
             self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
             return
+        if nearby is not None and self.hint is None:
+            K = pattern.sparse_of(data)  # (held by its stored entries, as compact() does)
+            reused = NearbyLU.of(nearby, K)
+            # (Near the limit, K takes the path below: the degenerate paths read
+            # the dense K and its own LU.)
+            if reused is not None and reused.condition <= _COND_LIMIT:
+                self.K, self.lu = K, reused
+                return
+        del nearby
         self.K = pattern.dense_of(data)
         if self.hint is not None:
             # Near a singular point (the previous iterate's null spaces at hand):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._batched import stack_rows
-from ._factor import SparseLU
+from ._factor import DenseLU, NearbyLU
 from ._linearization import (
     _COND_LIMIT,
     _DENSE_LSTSQ_MAX,
@@ -49,11 +49,15 @@ _REFINED = 1e-14
 def refine(
     structure: Structure, A: CSC, b: FloatArray, c: FloatArray, x: FloatArray, y: FloatArray,
     s: FloatArray, *, max_steps: int = 3, index: int = 0, start: Linearization | None = None,
+    differentiable: bool = True,
 ) -> Linearization:
     """Newton refinement of a solution; returns the linearization at the result.
 
     ``start``: the linearization at the solver's answer where already made
     (:func:`refine_many` hands over an item it factored there).
+    ``differentiable``: whether the result's derivative may be asked for;
+    if so, it keeps the LU of its last Newton step for it where that serves
+    (:func:`_hand_over`), else it holds no factors.
 
     Its ``x, y, s`` are the refined solution and ``residual`` its N(z). It is
     factored only if a derivative asks for it later. ``max_steps`` bounds the
@@ -112,10 +116,23 @@ def refine(
     # request (Linearization.factor is idempotent): a forward-only call pays
     # for the Newton steps only, and that request may use the LU that gave the
     # last step instead of a new one (NearbyLU).
-    if lin.K is None and base is not None and isinstance(base.lu, SparseLU) and not base.heavy:
-        lin.nearby = base.lu
+    if differentiable and base is not None:
+        _hand_over(lin, base)
     _keep(lin)
     return lin
+
+
+def _hand_over(lin: Linearization, base: Linearization) -> None:
+    """Give the point refinement returns the LU of ``base`` (the iterate whose
+    LU gave the last Newton step) for its derivative's solves (NearbyLU),
+    where that LU serves and is not heavy. A dense base drops its K (its
+    condition estimate made): only the factors are held until the derivative."""
+    lu = base.lu
+    if lin.K is not None or base.heavy or not NearbyLU.serves(lu):
+        return
+    if isinstance(lu, DenseLU):
+        lu.release_matrix()
+    lin.nearby = lu
 
 
 def _keep(lin: Linearization) -> None:
@@ -151,7 +168,7 @@ def batchable(structure: Structure) -> bool:
 def refine_many(
     structure: Structure, As: list[CSC], A_vals: FloatArray, b: FloatArray, c: FloatArray,
     x: FloatArray, y: FloatArray, s: FloatArray, *, max_steps: int = 3,
-    indices: list[int],
+    indices: list[int], differentiable: bool = True,
 ) -> list[Linearization]:
     """:func:`refine` for several items of one program (rows of the arrays;
     ``As[k]`` is item k's A, ``A_vals`` the values of all): the same steps,
@@ -175,7 +192,7 @@ def refine_many(
         return []
     if not batchable(structure):
         return [refine(structure, As[k], b[k], c[k], x[k], y[k], s[k], max_steps=max_steps,
-                       index=indices[k]) for k in range(B)]
+                       index=indices[k], differentiable=differentiable) for k in range(B)]
     lins = _start_many(structure, As, A_vals, b, c, x, y, s, indices)
     starts = list(lins)
     steps, chords = [0] * B, [0] * B
@@ -229,12 +246,12 @@ def refine_many(
             # yet, the start (factored here) is handed over instead of formed again.
             start = lins[k] if lins[k] is starts[k] else None
             lins[k] = refine(structure, As[k], b[k], c[k], x[k], y[k], s[k],
-                             max_steps=max_steps, index=indices[k], start=start)
+                             max_steps=max_steps, index=indices[k], start=start,
+                             differentiable=differentiable)
             continue
         lin, prior = lins[k], base[k]
-        if lin.K is None and prior is not None and isinstance(prior.lu, SparseLU) \
-                and not prior.heavy:
-            lin.nearby = prior.lu
+        if differentiable and prior is not None:
+            _hand_over(lin, prior)
         _keep(lin)
     return lins
 

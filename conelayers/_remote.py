@@ -39,7 +39,15 @@ _NEED = "conelayers: engine not on this worker"
 _ENGINES: OrderedDict[str, _engine.Engine] = OrderedDict()  # per worker process
 _ENGINES_MAX = 16
 _LOCK = threading.Lock()
-_FUNCTIONS = {"solve": _engine.solve_items, "vjp": _engine.vjp_items, "jvp": _engine.jvp_items}
+
+
+def _solve(engine: _engine.Engine, *args: Any, jobs: int) -> _engine.ItemsResult:
+    """Solve a chunk; what travels back is the compact result (the derivatives
+    re-factor on a worker, so refinement keeps no factors for them here)."""
+    return _engine.solve_items(engine, *args, differentiable=False, jobs=jobs).compact()
+
+
+_FUNCTIONS = {"solve": _solve, "vjp": _engine.vjp_items, "jvp": _engine.jvp_items}
 
 
 def new_token() -> str:
@@ -60,8 +68,6 @@ def _run(token: str, blob: bytes | None, fn: str, args: tuple[Any, ...]) -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConelayersWarning)
         result = _FUNCTIONS[fn](engine, *args, jobs=1)
-    if fn == "solve":
-        result = result.compact()
     sent = [(w.category, str(w.message)) for w in caught
             if issubclass(w.category, ConelayersWarning)]
     return result, sent

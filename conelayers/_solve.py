@@ -56,16 +56,19 @@ class Distribution:
 
 def solve_batch(engine: Engine, batch: Batch, solver: str, options: Mapping[str, Any], *,
                 mode: DerivativeMode = DerivativeMode.exact, refine: int = 0,
-                throw: bool = True, where: Distribution, warn_stacklevel: int = 3) -> Solution:
+                throw: bool = True, where: Distribution, warn_stacklevel: int = 3,
+                differentiable: bool = True) -> Solution:
     """Solve every item of ``batch`` and recover the outputs.
 
     Raises :class:`SolverError` naming the failed items when ``throw``; with
     ``throw=False`` failed items come back as NaN with their status.
+    ``differentiable=False`` (the caller will ask for no derivative) keeps no
+    factorization for the derivatives: they are formed if asked for after all.
     """
     A_vals, b, c, d = engine.program.apply(batch.theta)
     if where.executor is None:
         result = solve_items(engine, solver, options, refine, A_vals, b, c,
-                             jobs=where.jobs[0])
+                             differentiable=differentiable, jobs=where.jobs[0])
     else:
         ranges = where.ranges(batch.size)
         parts = map_chunks(where.executor, engine, where.token, "solve",
@@ -243,6 +246,15 @@ class Solution:
             dx, dy = remote
         douts = program.recover_derivative(dx, dy, self._outs)
         return tuple(self._unbatch(d) for d in douts)
+
+    def release_kept_factors(self) -> None:
+        """Drop the factorizations refinement kept for derivatives not asked for
+        yet (see ``_refine.refine``): those derivatives form their own if asked
+        for after all. For a holder of many solutions that may never be
+        differentiated (the TensorFlow layer's pending forward passes)."""
+        for lin in self._linearizations:
+            if lin is not None:
+                lin.nearby = None
 
     def __iter__(self):
         return iter(self.values)

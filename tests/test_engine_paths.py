@@ -199,37 +199,78 @@ def _logistic(N=30, n=5):
     return prob, [Z], [w]
 
 
-def test_nearby_lu_derivative_matches_a_fresh_factorization(monkeypatch):
-    """K factored by SuperLU (exponential cones, order > 200, sparse): the
-    derivative at the refined point reuses the LU of refinement's last step
-    (NearbyLU). Oracle: the same derivative with K factored afresh, the code as
-    it was, and the dot-product test between the JVP and the VJP."""
+def _large_sparsemax():
+    return _sparsemax(n=50)  # K of order 158, dense: above _NEARBY_DENSE_MIN_ORDER
+
+
+@pytest.mark.parametrize("make", [_logistic, _large_sparsemax])
+def test_nearby_lu_derivative_matches_a_fresh_factorization(make, monkeypatch):
+    """The derivative at the refined point reuses the LU of refinement's last
+    Newton step (NearbyLU): SuperLU's (exponential cones, order > 200, sparse)
+    or LAPACK's (sparsemax, order 158, dense). Oracle: the same derivative
+    with K factored afresh, the code as it was, and the dot-product test
+    between the JVP and the VJP."""
     import conelayers._factor as factor
 
-    prob, params, variables = _logistic()
+    prob, params, variables = make()
     layer = conelayers.CvxpyLayer(prob, params, variables)
-    assert not layer._engine.structure.pattern.dense
+    dense = layer._engine.structure.pattern.dense
+    assert dense == (make is _large_sparsemax)
+    assert layer._engine.structure.pattern.order >= factor._NEARBY_DENSE_MIN_ORDER
     rng = np.random.default_rng(7)
     B = 6
-    values = [rng.standard_normal((B, 30, 5))]
-    dw, dZ = rng.standard_normal((B, 5)), rng.standard_normal((B, 30, 5))
+    values = [rng.standard_normal((B, *p.shape)) for p in params]
+    dout = rng.standard_normal((B, *variables[0].shape))
+    dparam = rng.standard_normal((B, *params[0].shape))
     reused = []
     of = factor.NearbyLU.of.__func__
     monkeypatch.setattr(factor.NearbyLU, "of", classmethod(
         lambda cls, *a: (lambda lu: reused.append(lu) or lu)(of(cls, *a))))
     sol = layer.solve(*values, solver_args={"n_jobs_forward": 1})
-    grad, tangent = sol.adjoint(dw)[0], sol.derivative(dZ)[0]
+    grad, tangent = sol.adjoint(dout)[0], sol.derivative(dparam)[0]
     assert len(reused) == B and all(lu is not None for lu in reused)
+    assert all(isinstance(lu.base, factor.DenseLU if dense else factor.SparseLU)
+               for lu in reused)
     assert all(lu._own is None for lu in reused)  # K's own LU was never needed
     monkeypatch.setattr(factor.NearbyLU, "of", classmethod(lambda cls, *a: None))
     fresh = layer.solve(*values, solver_args={"n_jobs_forward": 1})
-    np.testing.assert_allclose(grad, fresh.adjoint(dw)[0], rtol=0,
+    np.testing.assert_allclose(grad, fresh.adjoint(dout)[0], rtol=0,
                                atol=1e-12 * np.abs(grad).max())
-    np.testing.assert_allclose(tangent, fresh.derivative(dZ)[0], rtol=0,
+    np.testing.assert_allclose(tangent, fresh.derivative(dparam)[0], rtol=0,
                                atol=1e-12 * np.abs(tangent).max())
-    # <dw, J dZ> = <Jᵀ dw, dZ>, item by item.
-    np.testing.assert_allclose(np.einsum("bi,bi->b", dw, tangent),
-                               np.einsum("bij,bij->b", grad, dZ), rtol=1e-11)
+    # <dout, J dparam> = <Jᵀ dout, dparam>, item by item.
+    axes = tuple(range(1, dparam.ndim))
+    np.testing.assert_allclose(np.einsum("bi,bi->b", dout, tangent),
+                               (grad * dparam).sum(axis=axes), rtol=1e-11)
+
+
+@pytest.mark.parametrize("make", [_logistic, _large_sparsemax])
+def test_a_solution_no_derivative_is_expected_of_keeps_no_factors(make):
+    """``layer(...)`` (values only) and a forward pass without a tape solve with
+    ``differentiable=False``: refinement hands no LU over, so the batch holds
+    none between the passes. Its derivatives, if asked for after all, factor
+    K themselves and agree with the default solution's. Oracle: the default
+    ``solve`` (which keeps them) on the same values."""
+    prob, params, variables = make()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(11)
+    B = 5
+    values = [rng.standard_normal((B, *p.shape)) for p in params]
+    dout = rng.standard_normal((B, *variables[0].shape))
+    kept = layer.solve(*values)
+    assert all(lin is not None and lin.nearby is not None for lin in kept._linearizations)
+    bare = layer._solution(values, None, None, None, differentiable=False)
+    assert all(lin is not None and lin.K is None and lin.nearby is None
+               for lin in bare._linearizations)
+    np.testing.assert_array_equal(bare.values[0], kept.values[0])
+    grad = kept.adjoint(dout)[0]
+    np.testing.assert_allclose(bare.adjoint(dout)[0], grad, rtol=0,
+                               atol=1e-12 * np.abs(grad).max())
+    released = layer.solve(*values)
+    released.release_kept_factors()
+    assert all(lin.nearby is None for lin in released._linearizations)
+    np.testing.assert_allclose(released.adjoint(dout)[0], grad, rtol=0,
+                               atol=1e-12 * np.abs(grad).max())
 
 
 def test_refinement_stops_without_a_factorization_when_a_chord_step_is_short_at_rounding(

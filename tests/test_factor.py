@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from conelayers._factor import (
+    _NEARBY_DENSE_MIN_ORDER,
     _PRUNE_MIN_ORDER,
     DenseLU,
     NearbyLU,
@@ -137,14 +138,25 @@ def _well_conditioned(rng, n=200):
                         + sp.diags_array(rng.uniform(1.0, 2.0, n)))
 
 
+def _base(kind, K0):
+    """K₀'s factors as refinement hands them over: SuperLU's, or LAPACK's
+    with K₀ itself dropped (its condition estimated first)."""
+    if kind == "sparse":
+        return SparseLU(K0)
+    lu = DenseLU(np.asfortranarray(K0.toarray()))
+    lu.release_matrix()
+    return lu
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
 @pytest.mark.parametrize("transpose", [False, True])
-def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose):
+def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose, kind):
     """K₀'s LU serving K = K₀ + (a 1e-8 change of its entries): the solves are
     K's (oracle: SuperLU of K itself), the condition estimate bounds K's."""
     K0 = _well_conditioned(rng)
     K = K0.copy()
     K.data *= 1 + 1e-8 * rng.standard_normal(K.data.size)
-    lu = NearbyLU.of(SparseLU(K0), K)
+    lu = NearbyLU.of(_base(kind, K0), K)
     assert lu is not None
     for rhs in (rng.standard_normal(K.shape[0]), rng.standard_normal((K.shape[0], 3))):
         sol = lu.solve(rhs, transpose)
@@ -156,30 +168,43 @@ def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose):
     assert true / 3 <= lu.condition <= 3 * true
 
 
-def test_nearby_lu_declines_a_far_matrix(rng):
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_nearby_lu_declines_a_far_matrix(rng, kind):
     K0 = _well_conditioned(rng)
     K = K0.copy()
     K.data *= 1 + 0.5 * rng.standard_normal(K.data.size)
-    assert NearbyLU.of(SparseLU(K0), K) is None
+    assert NearbyLU.of(_base(kind, K0), K) is None
 
 
-def test_nearby_lu_factors_K_when_refinement_does_not_converge(rng):
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_nearby_lu_factors_K_when_refinement_does_not_converge(rng, kind):
     """A change the acceptance test cannot see (a rank-one E with Ev = 0 for
-    its random vector v) but refinement does: K factors itself, and the
-    solve is still K's."""
+    its random vector v) but refinement does: K factors itself (with the
+    base's kind of LU), and the solve is still K's."""
     K0 = _well_conditioned(rng)
     n = K0.shape[0]
     v = np.random.default_rng(n).standard_normal(n)  # NearbyLU.of's test vector
     w = rng.standard_normal(n)
     w -= (w @ v) / (v @ v) * v
     K = sp.csc_array(K0 + np.outer(rng.standard_normal(n), w) / np.linalg.norm(w))
-    lu = NearbyLU.of(SparseLU(K0), K)
+    lu = NearbyLU.of(_base(kind, K0), K)
     assert lu is not None  # fooled, by construction
     rhs = rng.standard_normal(n)
     sol = lu.solve(rhs)
-    assert lu._own is not None
+    assert isinstance(lu._own, SparseLU if kind == "sparse" else DenseLU)
     assert np.linalg.norm(K @ sol - rhs) <= 1e-13 * np.linalg.norm(rhs)
     np.testing.assert_allclose(lu.condition, lu._own.condition)
+    true = np.linalg.cond(K.toarray(), 1)
+    assert true / 3 <= lu.condition <= true * (1 + 1e-8)
+
+
+def test_which_factors_serve_a_nearby_K(rng):
+    """SuperLU's always; dense ones from ``_NEARBY_DENSE_MIN_ORDER`` (below,
+    a new LU costs less than the sweeps); nothing else."""
+    assert NearbyLU.serves(SparseLU(sp.csc_array(np.eye(3))))
+    for n, serves in ((_NEARBY_DENSE_MIN_ORDER - 1, False), (_NEARBY_DENSE_MIN_ORDER, True)):
+        assert NearbyLU.serves(DenseLU(np.eye(n) + 0.1 * rng.standard_normal((n, n)))) is serves
+    assert not NearbyLU.serves(None)
 
 
 def _fill(K, spec):

@@ -209,3 +209,34 @@ def test_cvxpylayers_0_1_readme_example_runs_through_the_import():
     # compute the gradient of the summed solution with respect to A, b
     gradA, gradb = tape.gradient(summed_solution, [A_tf, b_tf])
     assert gradA.shape == (m, n) and gradb.shape == (m,) and solution.dtype == tf.float32
+
+
+def test_only_the_newest_pending_forward_pass_keeps_factors(rng):
+    """A forward pass cannot tell whether a gradient follows, so each keeps
+    refinement's factors for one until the next pass releases them: a run of
+    inference passes holds one pass's factors, not ``_PENDING``'s. A released
+    pass is still differentiated exactly (oracle: the NumPy core)."""
+    x = cp.Variable(50)
+    z = cp.Parameter(50)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    layer = CvxpyLayer(prob, [z], [x])
+    values = [rng.standard_normal((3, 50)) for _ in range(3)]
+    weights = rng.standard_normal((3, 50))
+    with tf.GradientTape() as tape:
+        first = tf.constant(values[0])
+        tape.watch(first)
+        (out,) = layer(first)
+        for v in values[1:]:
+            layer(tf.constant(v))
+        loss = tf.reduce_sum(out * weights)
+    pending = list(layer._pending.values())
+    assert len(pending) == 3
+
+    def kept(solution):
+        return [lin is not None and lin.nearby is not None for lin in solution._linearizations]
+
+    assert not any(kept(pending[0]) + kept(pending[1])) and all(kept(pending[2]))
+    grad = tape.gradient(loss, first).numpy()
+    core = conelayers.CvxpyLayer(prob, [z], [x])
+    expected = core.solve(values[0]).adjoint(weights)[0]
+    np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-12 * np.abs(expected).max())

@@ -389,3 +389,26 @@ def layer_call(layer, values):
 
 
 from conelayers.torch._layer import _Solve  # noqa: E402
+
+
+def test_only_a_forward_pass_that_can_be_differentiated_keeps_factors(monkeypatch, rng):
+    """Under ``torch.no_grad()`` no derivative can follow, and the core is told
+    so (``differentiable=False``: refinement then keeps no factors for one,
+    see tests/test_engine_paths.py); with gradients enabled it keeps them."""
+    import conelayers._layer as core_layer
+
+    x = cp.Variable(50)
+    z = cp.Parameter(50)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    layer = CvxpyLayer(prob, [z], [x])
+    told = []
+    solve_batch = core_layer.solve_batch
+    monkeypatch.setattr(core_layer, "solve_batch", lambda *a, **k: (
+        told.append(k["differentiable"]), solve_batch(*a, **k))[1])
+    value = torch.tensor(rng.standard_normal((3, 50)), requires_grad=True)
+    with torch.no_grad():
+        (plain,) = layer(value)
+    (tracked,) = layer(value)
+    tracked.sum().backward()
+    assert told == [False, True]
+    torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)

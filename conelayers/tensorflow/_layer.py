@@ -86,6 +86,13 @@ class CvxpyLayer:
         solution = self._solve(arrays, call, call.throw)
         with self._lock:
             key = next(self._keys)
+            # A forward pass here cannot tell whether a gradient will follow
+            # (inference holds no tape), so only the newest pending solution
+            # keeps refinement's factors for it: a training step differentiates
+            # the pass it just made, and up to _PENDING passes of inference
+            # held 200 KB per item each (sparsemax).
+            if self._pending:  # (the older ones have released theirs already)
+                next(reversed(self._pending.values())).release_kept_factors()
             self._pending[key] = solution
             while len(self._pending) > _PENDING:
                 self._pending.popitem(last=False)

@@ -72,8 +72,8 @@ class CvxpyLayer(torch.nn.Module):
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         if torch.is_grad_enabled():
             outputs = _Solve.apply(call, *tensors)
-        else:  # forward only: no autograd record at all
-            outputs = call.forward(tensors)
+        else:  # forward only: no autograd record at all, no factors kept for one
+            outputs = call.forward(tensors, differentiable=False)
         assert call.solution is not None
         return (*outputs, call.solution.status) if return_status else tuple(outputs)
 
@@ -95,10 +95,11 @@ class _Call:
                      torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
                      for a in arrays)
 
-    def forward(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def forward(self, tensors: Sequence[torch.Tensor],
+                differentiable: bool = True) -> tuple[torch.Tensor, ...]:
         arrays = [_numpy(t) for t in tensors]
-        self.solution = self.layer.solve(*arrays, solver_args=self.solver_args, throw=self.throw,
-                                         executor=self.executor)
+        self.solution = self.layer._solution(arrays, self.solver_args, self.throw,
+                                             self.executor, differentiable=differentiable)
         return self.to_torch(self.solution.values)  # type: ignore[return-value]
 
 
