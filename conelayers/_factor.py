@@ -265,7 +265,7 @@ class SparseOrdering:
 # Smallest order of a dense K whose nearby K₀'s LU serves it. getrf's n³ against
 # the sweeps' n² (each one ``getrs`` and a product with K's stored entries):
 # measured on the benchmark (B = 128, PyTorch layer, interleaved), the backward
-# per item went 0.41 → 0.28 ms on sparsemax (order 158) but 0.19 → 0.24 on the
+# per item went 0.35 → 0.24 ms on sparsemax (order 158) but 0.19 → 0.24 on the
 # QP (order 62) and 0.20 → 0.22 on the SDP (order 86); on random K with 6 %
 # stored entries the two broke even between orders 80 and 120.
 _NEARBY_DENSE_MIN_ORDER = 120

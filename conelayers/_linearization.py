@@ -181,7 +181,7 @@ class Linearization:
             data = pattern.values(self.A.data, self.b, self.c, self.D_vals, self.pi, self.z)
         # SuperLU's factorization costs many solves (logistic, order 317: the
         # backward 1.41 → 0.60 ms per item with the nearby LU), a dense one of
-        # order 158 a dozen sweeps (sparsemax: 0.41 → 0.28 ms); see NearbyLU.
+        # order 158 a dozen sweeps (sparsemax: 0.35 → 0.24 ms); see NearbyLU.
         nearby, self.nearby = self.nearby, None
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
