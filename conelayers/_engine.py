@@ -103,8 +103,10 @@ class Engine:
                       y: FloatArray, s: FloatArray, mode: DerivativeMode, index: int,
                       linearization: Linearization | None = None) -> ItemDerivative:
         program = self.program
+        # (Refinement's linearization holds the item's A: not formed again.)
+        A = linearization.A if linearization is not None else program.matrix(A_vals)
         return ItemDerivative.at(
-            self.structure, program.matrix(A_vals), b, c, x, y, s, mode, index=index,
+            self.structure, A, b, c, x, y, s, mode, index=index,
             linearization=linearization, outputs=program.recover_linear,
             parameters=program.apply_adjoint,  # on rows (k, ·) → (k, p)
         )

@@ -185,17 +185,17 @@ class Linearization:
         nearby, self.nearby = self.nearby, None
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
-            reused = NearbyLU.of(nearby, self.K) if nearby is not None else None
+            reused = NearbyLU.of(nearby, self.K, self.product) if nearby is not None else None
             del nearby  # (declined: not held while K factors itself)
             self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
             return
         if nearby is not None and self.hint is None:
-            K = pattern.sparse_of(data)  # (held by its stored entries, as compact() does)
-            reused = NearbyLU.of(nearby, K)
+            self.K = pattern.sparse_of(data)  # (held by its stored entries, as compact() does)
+            reused = NearbyLU.of(nearby, self.K, self.product)
             # (Near the limit, K takes the path below: the degenerate paths read
             # the dense K and its own LU.)
             if reused is not None and reused.condition <= _COND_LIMIT:
-                self.K, self.lu = K, reused
+                self.lu = reused
                 return
         del nearby
         self.K = pattern.dense_of(data)
@@ -262,13 +262,17 @@ class Linearization:
         full[:N] = rhs  # the border row and the SOC unknowns' rows are zero
         if self.lu.singular or (check and self.condition > _COND_LIMIT):
             return self._lstsq(full, transpose)[:N]
-        sol = self.lu.solve(full, transpose)
-        scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
-        res = full - self.product(sol, transpose)
-        if np.linalg.norm(res) > _REFINE_RTOL * scale:
-            sol = sol + self.lu.solve(res, transpose)
+        if isinstance(self.lu, NearbyLU):  # (its sweeps check their residual)
+            sol, rel = self.lu.solve_checked(full, transpose)
+        else:
+            sol, rel = self.lu.solve(full, transpose), None
+        if rel is None:
+            scale = max(float(np.linalg.norm(full)), np.finfo(float).tiny)
             res = full - self.product(sol, transpose)
-        rel = float(np.linalg.norm(res)) / scale
+            if np.linalg.norm(res) > _REFINE_RTOL * scale:
+                sol = sol + self.lu.solve(res, transpose)
+                res = full - self.product(sol, transpose)
+            rel = float(np.linalg.norm(res)) / scale
         if check and not rel <= _WARN_RTOL:
             _warn(
                 f"the derivative solve at batch item {self.index} has relative residual "

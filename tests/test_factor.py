@@ -163,6 +163,10 @@ def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose, kind):
         op = K.T if transpose else K
         assert np.linalg.norm(op @ sol - rhs) <= 1e-14 * np.linalg.norm(rhs)
         np.testing.assert_allclose(sol, SparseLU(K).solve(rhs, transpose), rtol=0, atol=1e-13)
+        again, rel = lu.solve_checked(rhs, transpose)  # (what it reports is K's residual)
+        np.testing.assert_array_equal(again, sol)
+        assert rel == pytest.approx(np.linalg.norm(op @ sol - rhs) / np.linalg.norm(rhs),
+                                    rel=0.5, abs=1e-16)
     assert lu._own is None  # served by K₀'s factors throughout
     true = np.linalg.cond(K.toarray(), 1)
     assert true / 3 <= lu.condition <= 3 * true
@@ -190,7 +194,8 @@ def test_nearby_lu_factors_K_when_refinement_does_not_converge(rng, kind):
     lu = NearbyLU.of(_base(kind, K0), K)
     assert lu is not None  # fooled, by construction
     rhs = rng.standard_normal(n)
-    sol = lu.solve(rhs)
+    sol, rel = lu.solve_checked(rhs)
+    assert rel is None  # K's own LU solved: the caller checks the residual
     assert isinstance(lu._own, SparseLU if kind == "sparse" else DenseLU)
     assert np.linalg.norm(K @ sol - rhs) <= 1e-13 * np.linalg.norm(rhs)
     np.testing.assert_allclose(lu.condition, lu._own.condition)
