@@ -89,7 +89,7 @@ class DenseLU:
         """The factors P L U' of K̂ = K + P L[:, rows] diag(value − uᵢᵢ) E_rowsᵀ:
         U's diagonal entries ``rows`` set to ``value``, a change of K in the
         columns ``rows`` only (of rank ``rows.size``). For the null spaces of a
-        singular K without a new factorization (``_linearization._pivot_null``).
+        singular K without a new factorization (``_nullspace._pivot_null``).
         K̂ itself is not formed: no :attr:`condition`, :meth:`inverse_norm` is
         available."""
         out = DenseLU.__new__(DenseLU)

@@ -24,7 +24,6 @@ from ._factor import DenseLU, NearbyLU
 from ._linearization import (
     _COND_LIMIT,
     _DENSE_LSTSQ_MAX,
-    _SINGULAR,
     Linearization,
     Structure,
     _evaluate,
@@ -32,6 +31,7 @@ from ._linearization import (
     _wrap,
     values_many,
 )
+from ._nullspace import _SINGULAR
 from ._typing import CSC, FloatArray
 
 __all__ = ["batchable", "refine", "refine_many"]
@@ -491,7 +491,7 @@ def _point(structure: Structure, lin: Linearization,
     new = _points_many(structure, [lin], [z_new])[0]
     if new is not None:
         # Where K was singular here, its null spaces seed the next point's (see
-        # _linearization._bordered_null): no SVD there unless the rank changed.
+        # _nullspace._bordered_null): no SVD there unless the rank changed.
         new.hint = lin._null
     return new
 

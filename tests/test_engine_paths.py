@@ -24,6 +24,7 @@ import pytest
 import conelayers
 import conelayers._diff as diff
 import conelayers._linearization as lz
+import conelayers._nullspace as ns
 import conelayers._refine as rf
 from conelayers._factor import DenseLU
 
@@ -66,7 +67,7 @@ def _reference(lin):
     """The same point on the SVD path: its null basis set from the dense SVD."""
     ref = _fresh(lin)
     U, S, Vt, r = ref._svd()
-    ref._null = lz._NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
+    ref._null = ns._NullBasis(Vt[r:].T, U[:, r:], float(S[0]), None)
     return ref
 
 
@@ -84,10 +85,10 @@ def test_bordered_null_matches_svd(path, monkeypatch):
     hinted = path == "hint"
     found = []
     if path == "random":
-        monkeypatch.setattr(lz, "_pivot_null", lambda lin, sigma: None)
+        monkeypatch.setattr(ns, "_pivot_null", lambda lin, sigma: None)
     else:
-        pivot_null = lz._pivot_null
-        monkeypatch.setattr(lz, "_pivot_null",
+        pivot_null = ns._pivot_null
+        monkeypatch.setattr(ns, "_pivot_null",
                             lambda lin, sigma: found.append(pivot_null(lin, sigma)) or found[-1])
     prob, params, variables = _nnls_l1()
     layer = conelayers.CvxpyLayer(prob, params, variables)
@@ -106,7 +107,7 @@ def test_bordered_null_matches_svd(path, monkeypatch):
             lin = _fresh(lin)
             assert lin.hint is None and isinstance(lin.lu, DenseLU)
         else:
-            assert lin.lu is lz._SINGULAR
+            assert lin.lu is ns._SINGULAR
         basis = lin._basis()
         if basis.lu is None:  # the bordering did not apply: the SVD decided
             continue
@@ -149,8 +150,8 @@ def test_bordered_null_refuses_a_wrong_rank():
         full = ref._basis()
         if full.N.shape[1] < 2:
             continue
-        short = lz._NullBasis(full.N[:, 1:], full.L[:, 1:], full.sigma, None)
-        assert lz._bordered_null(ref, short) is None
+        short = ns._NullBasis(full.N[:, 1:], full.L[:, 1:], full.sigma, None)
+        assert ns._bordered_null(ref, short) is None
         refused += 1
     assert refused
 
