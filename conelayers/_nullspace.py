@@ -197,10 +197,10 @@ def _rank_revealing_lstsq(lin: Linearization, full: FloatArray, transpose: bool)
 
     Tried instead and dropped (2026-12-02, nnls_l1, 6 × 32 items, one
     thread): the basic step with K's own LU, its small pivots replaced
-    (:meth:`DenseLU.with_pivots`, no new factorization) was decisive at 134
+    (:meth:`DenseLU.with_pivots`, no new factorization) was decisive at 136
     of 148 starts and ended at the same outputs and gradients (to 5e-15), but
     the iterates after it took more factorizations and null-space work (dense
-    LUs 7.6 → 10.3 per item): forward CPU time 3.96 → 3.90 ms per item."""
+    LUs 2.5 → 3.4 per item): forward CPU time 3.96 → 3.90 ms per item."""
     assert lin.K is not None
     K = dense(lin.K)
     with np.errstate(all="ignore"):
