@@ -37,6 +37,7 @@ certifies without an SVD where it can (:mod:`conelayers._nullspace`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -191,13 +192,14 @@ class Linearization:
         nearby, self.nearby = self.nearby, None
         if not pattern.dense:
             self.K = pattern.sparse_of(data)
-            reused = NearbyLU.of(nearby, self.K, self.product) if nearby is not None else None
+            reused = (NearbyLU.of(nearby, self.K, _products(pattern, self.K))
+                      if nearby is not None else None)
             del nearby  # (declined: not held while K factors itself)
             self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
             return
         if nearby is not None and self.hint is None:
             self.K = pattern.sparse_of(data)  # (held by its stored entries, as compact() does)
-            reused = NearbyLU.of(nearby, self.K, self.product)
+            reused = NearbyLU.of(nearby, self.K, _products(pattern, self.K))
             # (Near the limit, K takes the path below: the degenerate paths read
             # the dense K and its own LU.)
             if reused is not None and reused.condition <= _COND_LIMIT:
@@ -288,13 +290,8 @@ class Linearization:
 
     def product(self, v: FloatArray, transpose: bool = False) -> FloatArray:
         """K v (Kᵀ v if ``transpose``), K dense or on its pattern (CSC)."""
-        K = self.K
-        assert K is not None
-        if isinstance(K, np.ndarray):
-            return K.T @ v if transpose else K @ v
-        if transpose and K.nnz <= _OWN_TRANSPOSE_NNZ:
-            return self.structure.pattern.transpose_product(K.data, v)
-        return K.T @ v if transpose else K @ v
+        assert self.K is not None
+        return _product(self.structure.pattern, self.K, v, transpose)
 
     @property
     def accuracy(self) -> float:
@@ -467,6 +464,24 @@ def _wrap(structure: Structure, As: list[CSC], b: FloatArray, c: FloatArray, x: 
                           z[k], D_vals[k], residual[k], scales[k], index=indices[k],
                           _relative=float(relative[k]))
             for k in range(x.shape[0])]
+
+
+def _product(pattern: BorderedPattern, K: sp.csc_array | FloatArray, v: FloatArray,
+             transpose: bool) -> FloatArray:
+    """K v (Kᵀ v if ``transpose``) for K dense or on ``pattern`` (CSC)."""
+    if isinstance(K, np.ndarray):
+        return K.T @ v if transpose else K @ v
+    if transpose and K.nnz <= _OWN_TRANSPOSE_NNZ:
+        return pattern.transpose_product(K.data, v)
+    return K.T @ v if transpose else K @ v
+
+
+def _products(pattern: BorderedPattern,
+              K: sp.csc_array) -> Callable[[FloatArray, bool], FloatArray]:
+    """:func:`_product` with this K, for a factorization to hold (a bound
+    :meth:`Linearization.product` would tie the linearization and its LU in a
+    reference cycle, freed only by the cyclic collector)."""
+    return lambda v, transpose: _product(pattern, K, v, transpose)
 
 
 def values_many(structure: Structure, lins: list[Linearization]) -> FloatArray:

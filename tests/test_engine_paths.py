@@ -246,6 +246,35 @@ def test_nearby_lu_derivative_matches_a_fresh_factorization(make, monkeypatch):
 
 
 @pytest.mark.parametrize("make", [_logistic, _large_sparsemax])
+def test_a_differentiated_solution_is_freed_by_reference_counting(make):
+    """A batch's factors go with its Solution, without waiting for Python's
+    cyclic collector (which runs rarely on long-lived objects: a training
+    loop would hold several batches' factors). Oracle: weak references to
+    every item's linearization and to the LUs handed over for its derivative,
+    dead as soon as the last reference to the Solution goes, the collector off."""
+    import gc
+    import weakref
+
+    prob, params, variables = make()
+    layer = conelayers.CvxpyLayer(prob, params, variables)
+    rng = np.random.default_rng(12)
+    values = [rng.standard_normal((4, *p.shape)) for p in params]
+    gc.collect()
+    gc.disable()
+    try:
+        sol = layer.solve(*values)
+        refs = [weakref.ref(lin) for lin in sol._linearizations]
+        refs += [weakref.ref(lin.nearby) for lin in sol._linearizations]
+        sol.adjoint(rng.standard_normal((4, *variables[0].shape)))
+        sol.derivative(rng.standard_normal((4, *params[0].shape)))
+        assert any(ref() is not None for ref in refs)
+        del sol
+        assert all(ref() is None for ref in refs)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("make", [_logistic, _large_sparsemax])
 def test_a_solution_no_derivative_is_expected_of_keeps_no_factors(make):
     """``layer(...)`` (values only) and a forward pass without a tape solve with
     ``differentiable=False``: refinement hands no LU over, so the batch holds
