@@ -59,10 +59,13 @@ class DenseLU:
 
     def __init__(self, K: FloatArray) -> None:
         self.K = K
-        self.order = K.shape[0]
         self._lu, self._piv, info = lapack.dgetrf(K, overwrite_a=False)
         self.singular = info > 0
         self._cond: float | None = float("inf") if self.singular else None
+
+    @property
+    def order(self) -> int:
+        return int(self._lu.shape[0])
 
     @property
     def condition(self) -> float:
@@ -96,7 +99,6 @@ class DenseLU:
         out._lu = self._lu.copy(order="F")
         out._lu[rows, rows] = value
         out.K, out._piv, out.singular, out._cond = None, self._piv, value == 0, None
-        out.order = self.order
         return out
 
     def solve_upper(self, rhs: FloatArray) -> FloatArray:

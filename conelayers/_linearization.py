@@ -190,22 +190,19 @@ class Linearization:
         # backward 1.41 → 0.60 ms per item with the nearby LU), a dense one of
         # order 158 a dozen sweeps (sparsemax: 0.35 → 0.24 ms); see NearbyLU.
         nearby, self.nearby = self.nearby, None
-        if not pattern.dense:
-            self.K = pattern.sparse_of(data)
-            reused = (NearbyLU.of(nearby, self.K, _products(pattern, self.K))
-                      if nearby is not None else None)
-            del nearby  # (declined: not held while K factors itself)
-            self.lu = reused if reused is not None else self.structure.ordering.factor(self.K)
-            return
-        if nearby is not None and self.hint is None:
-            self.K = pattern.sparse_of(data)  # (held by its stored entries, as compact() does)
+        if nearby is not None and (not pattern.dense or self.hint is None):
+            self.K = pattern.sparse_of(data)  # (a dense K too: held by its stored entries)
             reused = NearbyLU.of(nearby, self.K, _products(pattern, self.K))
-            # (Near the limit, K takes the path below: the degenerate paths read
-            # the dense K and its own LU.)
-            if reused is not None and reused.condition <= _COND_LIMIT:
+            # (A dense K near the limit takes its own LU below: the degenerate
+            # paths read the dense K and its LU.)
+            if reused is not None and (not pattern.dense or reused.condition <= _COND_LIMIT):
                 self.lu = reused
                 return
-        del nearby
+        del nearby  # (declined: not held while K factors itself)
+        if not pattern.dense:
+            self.K = pattern.sparse_of(data)
+            self.lu = self.structure.ordering.factor(self.K)
+            return
         self.K = pattern.dense_of(data)
         if self.hint is not None:
             # Near a singular point (the previous iterate's null spaces at hand):
