@@ -58,7 +58,7 @@ from ._nullspace import (
     _CertifiedSingular,
     _guessed_null,
     _NullBasis,
-    _rank_revealing_lstsq,
+    _SoftQR,
 )
 from ._typing import CSC, FloatArray, IntArray
 
@@ -143,6 +143,7 @@ class Linearization:
     # Newton step), which :meth:`factor` reuses where it serves (see NearbyLU).
     nearby: SparseLU | DenseLU | None = field(default=None, repr=False)
     _svd_cache: tuple | None = field(default=None, repr=False)
+    _soft: _SoftQR | None = field(default=None, repr=False)  # see _lstsq
     # Numerically null spaces of K (see ``_basis``) and those of a nearby point
     # (the previous refinement iterate), from which they are found without an SVD.
     _null: _NullBasis | None = field(default=None, repr=False)
@@ -215,6 +216,8 @@ class Linearization:
                 self._null, self.hint = basis, None
                 self.lu = _SINGULAR
                 return
+            if self.hint.soft:
+                self.hint = None  # (no evidence for the SVD: K's own LU guesses, see _basis)
         self.lu = DenseLU(self.K)
         if compact:
             self.compact()
@@ -237,7 +240,7 @@ class Linearization:
     def unfactor(self) -> None:
         """Drop K, its factorization and what was derived from them (a later
         :meth:`factor` forms them again)."""
-        self.K = self.lu = self.nearby = self._null = self._svd_cache = None
+        self.K = self.lu = self.nearby = self._null = self._svd_cache = self._soft = None
 
     @property
     def heavy(self) -> bool:
@@ -314,7 +317,7 @@ class Linearization:
         (:func:`_guessed_null`), else by the dense SVD."""
         if self._null is None:
             basis = _bordered_null(self, self.hint) if self.hint is not None else None
-            if basis is None and self.hint is None:
+            if basis is None and (self.hint is None or self.hint.soft):
                 basis = _guessed_null(self)
             if basis is None:
                 U, S, Vt, r = self._svd()
@@ -329,7 +332,11 @@ class Linearization:
         assert self.K is not None
         if self.K.shape[0] <= _DENSE_LSTSQ_MAX:
             if self._null is None and self.hint is None and self.accuracy > _SOFT:
-                return _rank_revealing_lstsq(self, full, transpose)
+                # A soft threshold: a rank-revealing QR's truncation (kept for
+                # this point's later solves and the next point's hint).
+                if self._soft is None:
+                    self._soft = _SoftQR(dense(self.K), max(_SVD_RCOND, self.accuracy))
+                return self._soft.solve(full, transpose)
             basis = self._basis()
             if basis.lu is not None:
                 return basis.solve(self.K, full, transpose)
@@ -369,6 +376,16 @@ class Linearization:
         if not np.isfinite(sol).all():
             return np.zeros_like(full)
         return sol
+
+    def hint_for_next(self) -> _NullBasis | None:
+        """K's null spaces here, to seed those of a nearby point (refinement's
+        next iterate, see :func:`_bordered_null`): certified ones, or those of
+        a soft threshold's truncation (:class:`_SoftQR`, marked ``soft``)."""
+        if self._null is not None:
+            return self._null
+        if self._soft is not None and isinstance(self.K, np.ndarray):
+            return self._soft.hint(self.K)
+        return None
 
     def left_null(self) -> FloatArray | None:
         """Rows r with rᵀK = 0 (first N entries): right-hand sides g with rᵀg ≠ 0

@@ -492,7 +492,7 @@ def _point(structure: Structure, lin: Linearization,
     if new is not None:
         # Where K was singular here, its null spaces seed the next point's (see
         # _nullspace._bordered_null): no SVD there unless the rank changed.
-        new.hint = lin._null
+        new.hint = lin.hint_for_next()
     return new
 
 

@@ -172,25 +172,58 @@ def test_chord_steps_match_full_newton(make, monkeypatch):
 
 
 def test_rank_revealing_step_matches_svd_refinement(monkeypatch):
-    """At the solver's answer (accuracy ~1e-4: a soft SVD threshold) the first
-    least-squares step is a rank-revealing QR's; refinement ends where the SVD
-    step's refinement ends."""
+    """At the solver's answer (accuracy ~1e-5: a soft SVD threshold) the first
+    least-squares step is a rank-revealing QR's, whose null spaces seed the
+    next iterate's; refinement ends where the SVD step's refinement ends."""
     prob, params, variables = _nnls_l1()
     layer = conelayers.CvxpyLayer(prob, params, variables)
     rng = np.random.default_rng(6)
     B = 8
     values = [rng.standard_normal((B, 30, 12)), rng.standard_normal((B, 30))]
-    calls = []
-    qr_step = lz._rank_revealing_lstsq
-    monkeypatch.setattr(lz, "_rank_revealing_lstsq",
-                        lambda *a: calls.append(1) or qr_step(*a))
+    calls, seeded = [], []
+    soft_qr, bordered = lz._SoftQR, lz._bordered_null
+    monkeypatch.setattr(lz, "_SoftQR", lambda *a: calls.append(1) or soft_qr(*a))
+
+    def seeding(lin, hint):
+        seeded.append((hint.soft, bordered(lin, hint)))
+        return seeded[-1][1]
+
+    monkeypatch.setattr(lz, "_bordered_null", seeding)
     _, fast, _ = _solve(layer, values)
     assert len(calls) >= B // 2  # the QR step is what ran (measured: every item)
+    # ... and its null spaces served the next iterate (measured: 8 of 8)
+    assert sum(soft and basis is not None for soft, basis in seeded) >= B // 2
     monkeypatch.setattr(lz, "_SOFT", np.inf)
     monkeypatch.setattr(lz, "_guessed_null", lambda lin: None)
     _, svd, _ = _solve(layer, values)
     assert np.all(fast.residual <= 1e-13) and np.all(svd.residual <= 1e-13)
     np.testing.assert_allclose(fast.values[0], svd.values[0], atol=1e-12)  # x is unique
+
+
+def test_soft_qr_solves_match_the_truncated_svd():
+    """:class:`_SoftQR`'s least-squares solves, both ways, and its null spaces
+    against the SVD's, on a matrix of exact rank n − k (where the two
+    truncations agree; with null singular values δ > 0 they differ by about
+    δ·‖K⁺‖², which the step's own test judges at soft points)."""
+    rng = np.random.default_rng(7)
+    n, k = 60, 5
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    S = np.concatenate([np.logspace(1, -2, n - k), np.zeros(k)])
+    K = U @ np.diag(S) @ V.T
+    soft = ns._SoftQR(K, 1e-6)
+    assert soft.rank == n - k
+    r = n - k
+    pinv = V[:, :r] @ np.diag(1 / S[:r]) @ U[:, :r].T
+    for transpose in (False, True):
+        rhs = rng.standard_normal(n)
+        want = (pinv.T if transpose else pinv) @ rhs
+        np.testing.assert_allclose(soft.solve(rhs, transpose), want, atol=1e-8 * np.abs(want).max())
+    hint = soft.hint(K)
+    assert hint.soft and hint.lu is None
+    np.testing.assert_allclose(_projector(hint.N.T), _projector(V[:, r:].T), atol=1e-8)
+    np.testing.assert_allclose(_projector(hint.L.T), _projector(U[:, r:].T), atol=1e-8)
+    np.testing.assert_allclose(hint.sigma, S[0], rtol=0.05)
 
 
 def _logistic(N=30, n=5):
