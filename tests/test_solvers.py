@@ -441,6 +441,26 @@ def test_clarabel_solving_updates_one_solver_and_answers_as_fresh_solves(layout_
         np.testing.assert_allclose(raw.x, fresh.x, atol=SOLUTION_TOL * scale, rtol=0)
 
 
+def test_clarabel_update_gathers_the_values_the_row_selection_gives(rng):
+    """An updated solve's A values in Clarabel's row order come from a gather
+    found once per pattern (``_data_order``); oracle: ``_ordered``'s row
+    selection itself, on a sparse pattern with stored zeros and a PSD block."""
+    from conelayers._solvers.clarabel import _data_order, _ordered
+
+    layout = ConeLayout.from_dims(nonneg=2, psd=(3,))
+    perm = ClarabelSolver().prepare(layout, 4)[1]
+    assert perm is not None
+    A0 = sp.random_array((layout.dim, 4), density=0.5, format="csc", rng=rng)
+    A0.data[::3] = 0.0  # stored zeros stay stored
+    order = _data_order(perm, A0)
+    for _ in range(3):
+        A = sp.csc_array((rng.standard_normal(A0.nnz), A0.indices, A0.indptr), shape=A0.shape)
+        want = _ordered(perm, A, np.zeros(layout.dim))[0]
+        assert want.nnz == A.nnz
+        np.testing.assert_array_equal(A.data[order], want.data)
+    assert _data_order(None, A0) is None
+
+
 def _banded_sdp(rng, k=8, count=3):
     """min cᵀx s.t. X = 2I + Σ xⱼ Eⱼ ⪰ 0 over X's tridiagonal entries: an aggregate
     sparsity pattern Clarabel's chordal decomposition splits into 2×2 cliques."""

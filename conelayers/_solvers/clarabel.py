@@ -176,6 +176,18 @@ def _ordered(perm: np.ndarray | None, A: CSC, b: FloatArray) -> tuple[CSC, Float
     return A, b[perm]
 
 
+def _data_order(perm: np.ndarray | None, A: CSC) -> np.ndarray | None:
+    """For A's pattern: where each stored value of ``_ordered(perm, A)`` sits
+    in A's own (None without ``perm``), so that an updated solve gathers the
+    values instead of selecting rows: the SDP of the benchmark, 36 µs per item
+    (SciPy's fancy row indexing and a new CSC array) against ~1 µs. The row
+    selection keeps stored zeros, so the gather has every entry."""
+    if perm is None:
+        return None
+    tags = sp.csc_array((np.arange(1.0, A.nnz + 1.0), A.indices, A.indptr), shape=A.shape)
+    return (_ordered(perm, tags, np.zeros(A.shape[0]))[0].data - 1.0).astype(np.intp)
+
+
 def _settings(faer: bool, nnz: int, options: Mapping[str, Any]) -> Any:
     import clarabel
 
@@ -218,6 +230,7 @@ class _Updated:
                  seed: Callable[[], tuple[CSC, FloatArray, FloatArray]]) -> None:
         self._adapter, self._prepared, self._options, self._seed = adapter, prepared, options, seed
         self._local = threading.local()
+        self._order: np.ndarray | None = None  # _data_order of the call's pattern
 
     def _solver(self) -> Any:
         solver = getattr(self._local, "solver", None)
@@ -226,6 +239,7 @@ class _Updated:
 
             cones, perm, P, faer = self._prepared
             A, b, c = self._seed()
+            self._order = _data_order(perm, A)  # (every thread finds the same)
             A, b = _ordered(perm, A, b)
             off = dict.fromkeys(_NO_UPDATES, False)
             solver = clarabel.DefaultSolver(P, c, A, b, cones,
@@ -236,9 +250,11 @@ class _Updated:
     def __call__(self, A: CSC, b: FloatArray, c: FloatArray) -> RawSolution:
         solver = self._solver()
         if solver is not False:
-            perm = self._prepared[1]
-            A_in, b_in = _ordered(perm, A, b)
-            solver.update(A=A_in.data, b=b_in, q=c)
+            perm, order = self._prepared[1], self._order
+            if perm is None or order is None:
+                solver.update(A=A.data, b=b, q=c)
+            else:
+                solver.update(A=A.data[order], b=b[perm], q=c)
             raw = _answer(solver.solve(), perm)
             if raw.status.ok:
                 return raw
