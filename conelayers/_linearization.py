@@ -313,8 +313,9 @@ class Linearization:
     def _basis(self) -> _NullBasis:
         """K's numerically null spaces (right N, left L; orthonormal columns) at
         the SVD's threshold, found once: from ``hint`` where it applies (see
-        :func:`_bordered_null`), from a random bordering where there is no hint
-        (:func:`_guessed_null`), else by the dense SVD."""
+        :func:`_bordered_null`), from K's own LU or a random bordering where
+        there is no hint or only a soft one (:func:`_guessed_null`), else by
+        the dense SVD."""
         if self._null is None:
             basis = _bordered_null(self, self.hint) if self.hint is not None else None
             if basis is None and (self.hint is None or self.hint.soft):

@@ -233,6 +233,7 @@ class _SoftQR:
         self._qr, self._tau, self._perm = qr, tau, jpvt - 1
         self.rank = int(np.sum(diag > rcond * diag[0])) if self.ok else 0
         self._N: FloatArray | None = None
+        self._hint: _NullBasis | None = None
 
     @property
     def N(self) -> FloatArray:
@@ -278,14 +279,17 @@ class _SoftQR:
         return x if np.isfinite(x).all() else np.zeros_like(full)
 
     def hint(self, K: FloatArray) -> _NullBasis | None:
-        """The truncation's null spaces, to seed the next point's (no factors)."""
+        """The truncation's null spaces, to seed the next point's (no factors;
+        found once: every trial point from this one gets them)."""
         order = self._qr.shape[0]
         if not self.ok or self.rank == order:
             return None
-        E = np.zeros((order, order - self.rank))
-        E[self.rank:] = np.eye(order - self.rank)
-        return _NullBasis(self.N, self._q(E, False),
-                          _norm_2(K, np.random.default_rng(order)), None, soft=True)
+        if self._hint is None:
+            E = np.zeros((order, order - self.rank))
+            E[self.rank:] = np.eye(order - self.rank)
+            self._hint = _NullBasis(self.N, self._q(E, False),
+                                    _norm_2(K, np.random.default_rng(order)), None, soft=True)
+        return self._hint
 
 
 def _norm_2(K: FloatArray, rng: np.random.Generator) -> float:
