@@ -273,7 +273,7 @@ class _SoftQR:
             else:
                 b = full - N @ (N.T @ full)
                 w = np.zeros_like(full)
-                w[:r] = sla.solve_triangular(self._qr[:r, :r], b[self._perm[:r]], trans="T",
+                w[:r] = sla.solve_triangular(self._qr[:r, :r], b[self._perm[:r]], trans=1,
                                              check_finite=False)
                 x = self._q(w, False)
         return x if np.isfinite(x).all() else np.zeros_like(full)
