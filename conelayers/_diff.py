@@ -207,7 +207,7 @@ def _outputs_determined(
     # All left null vectors at once (rows), one call of the parameter adjoint:
     # one call per vector was 0.35 ms each on nnls_l1 (12 vectors per item).
     rx, ry, rw = left[:, :n], left[:, n:-1], left[:, -1:]
-    dA = px[cols] * ry[:, rows] - py[rows] * rx[:, cols]
+    dA = px[cols] * np.take(ry, rows, axis=1) - py[rows] * np.take(rx, cols, axis=1)
     dtheta = np.asarray(parameters(dA, py * rw - ry, px * rw - rx))
     limit = tol * (1.0 + np.abs(left).max(axis=1))
     return bool(np.all(np.abs(dtheta).max(axis=1, initial=0.0) <= limit))
