@@ -282,6 +282,12 @@ _NEARBY_SWEEPS = 8
 # before K gets its own LU after all.
 _NEARBY_RTOL = 1e-15
 _NEARBY_ACCEPT = 1e-12
+# A sweep that does not at least halve the residual finds it at its rounding
+# floor, where ``_NEARBY_RTOL`` may be out of reach: the sweeps stop there
+# (LAPACK's ``gerfs`` rule). Measured before this rule (64 items each): on
+# sparsemax 19 of 64 solves ran all 8 sweeps, ending at a median relative
+# residual of 7e-16; on the dense QP every one did, at 1.6e-14.
+_NEARBY_STALL = 0.5
 
 
 class NearbyLU:
@@ -362,14 +368,21 @@ class NearbyLU:
         scale = max(float(np.linalg.norm(rhs)), np.finfo(float).tiny)
         with np.errstate(all="ignore"):
             sol = self.base.solve(rhs, transpose)
+            res = rhs - self._product(sol, transpose)
+            rel = float(np.linalg.norm(res)) / scale
             for _ in range(_NEARBY_SWEEPS):
-                res = rhs - self._product(sol, transpose)
-                rel = float(np.linalg.norm(res)) / scale
                 if not rel > _NEARBY_RTOL:
                     break
-                sol = sol + self.base.solve(res, transpose)
-            else:
-                rel = float(np.linalg.norm(rhs - self._product(sol, transpose))) / scale
+                new = sol + self.base.solve(res, transpose)
+                res_new = rhs - self._product(new, transpose)
+                rel_new = float(np.linalg.norm(res_new)) / scale
+                if not rel_new <= _NEARBY_STALL * rel:
+                    # No longer converging: the residual is at its rounding floor
+                    # (stop as LAPACK's ``gerfs`` does; the better of the two stands).
+                    if rel_new < rel:
+                        sol, rel = new, rel_new
+                    break
+                sol, res, rel = new, res_new, rel_new
         if rel <= _NEARBY_ACCEPT:
             return sol, rel
         # Slower convergence than the estimate promised: K factors itself.

@@ -173,6 +173,42 @@ def test_nearby_lu_solves_the_new_matrix_to_rounding(rng, transpose, kind):
 
 
 @pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_nearby_lu_stops_sweeping_at_the_rounding_floor(rng, kind, monkeypatch):
+    """Where K's condition puts the residual's rounding floor above the 1e-15
+    target, the sweeps stop once one no longer halves the residual, at a
+    residual as small as sweeping to the limit reaches (oracle: the same
+    solves with the stopping rule off)."""
+    import conelayers._factor as factor
+
+    n = 120
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K0 = sp.csc_array(U @ np.diag(np.logspace(0, -3, n)) @ V.T)  # condition 1e3
+    K = K0.copy()
+    K.data *= 1 + 1e-12 * rng.standard_normal(K.data.size)
+    products = []
+
+    def counted(v, transpose):
+        products.append(1)
+        return K.T @ v if transpose else K @ v
+
+    rhs = [rng.standard_normal(n) for _ in range(6)]
+    outcome, rule = {}, factor._NEARBY_STALL
+    for stall in (rule, np.inf):
+        monkeypatch.setattr(factor, "_NEARBY_STALL", stall)
+        products.clear()
+        lu = NearbyLU.of(_base(kind, K0), K, counted)
+        assert lu is not None
+        rels = [lu.solve_checked(r)[1] for r in rhs]
+        assert lu._own is None and all(rel is not None for rel in rels)
+        outcome[stall] = (len(products), max(rels))
+    (fast, rel), (slow, rel_limit) = outcome[rule], outcome[np.inf]
+    assert rel_limit > 1e-15  # the target is out of reach here ...
+    assert fast < slow  # ... and the sweeps stopped short of the limit
+    assert rel <= max(2 * rel_limit, 1e-14)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
 def test_nearby_lu_declines_a_far_matrix(rng, kind):
     K0 = _well_conditioned(rng)
     K = K0.copy()
