@@ -49,7 +49,7 @@ from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning
-from ._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, dense
+from ._factor import _NEARBY_STALL, DenseLU, NearbyLU, SparseLU, SparseOrdering, dense
 from ._nullspace import (
     _SINGULAR,
     _SOFT,
@@ -353,30 +353,40 @@ class Linearization:
             # gives when its residual says so. Measured on sparse_qp (order 4,103,
             # condition estimate 1.5e12): unpreconditioned LSMR ran to its cap of
             # 4·order iterations, 5.2 s, where the LU solves take milliseconds.
-            x0 = self._refined_solve(full, transpose)
-            res = full - op @ x0
-            if np.linalg.norm(res) <= _REFINE_RTOL * max(float(np.linalg.norm(full)),
-                                                         np.finfo(float).tiny):
+            x0, residual = self._refined_solve(full, transpose)
+            if residual <= _REFINE_RTOL * max(float(np.linalg.norm(full)), np.finfo(float).tiny):
                 return x0
         # Large and singular: an iterative least-squares solve. It is the slow,
         # degenerate path (a DerivativeWarning accompanies it); cap its work.
         return spla.lsmr(op, full, atol=1e-12, btol=1e-12, maxiter=4 * op.shape[0], x0=x0)[0]
 
-    def _refined_solve(self, full: FloatArray, transpose: bool, sweeps: int = 3) -> FloatArray:
-        """LU solve with up to ``sweeps`` steps of iterative refinement."""
+    def _refined_solve(self, full: FloatArray, transpose: bool,
+                       sweeps: int = 3) -> tuple[FloatArray, float]:
+        """LU solve with up to ``sweeps`` steps of iterative refinement, which
+        stop where a step no longer halves the residual (its rounding floor;
+        the rule of ``NearbyLU``'s sweeps, ``_NEARBY_STALL``); the solution
+        and its residual's norm (infinite where the solve broke down)."""
         assert self.lu is not None and self.K is not None
         op = self.K.T if transpose else self.K
         with np.errstate(all="ignore"):
             sol = self.lu.solve(full, transpose)
             target = _SOLVE_RTOL * max(float(np.linalg.norm(full)), np.finfo(float).tiny)
+            res = full - op @ sol
+            norm = float(np.linalg.norm(res))
             for _ in range(sweeps):
-                res = full - op @ sol
-                if not np.linalg.norm(res) > target:
+                if not norm > target:
                     break
-                sol = sol + self.lu.solve(res, transpose)
-        if not np.isfinite(sol).all():
-            return np.zeros_like(full)
-        return sol
+                new = sol + self.lu.solve(res, transpose)
+                res_new = full - op @ new
+                norm_new = float(np.linalg.norm(res_new))
+                if not norm_new <= _NEARBY_STALL * norm:
+                    if norm_new < norm:
+                        sol, norm = new, norm_new
+                    break
+                sol, res, norm = new, res_new, norm_new
+        if not (np.isfinite(sol).all() and np.isfinite(norm)):
+            return np.zeros_like(full), np.inf
+        return sol, norm
 
     def hint_for_next(self) -> _NullBasis | None:
         """K's null spaces here, to seed those of a nearby point (refinement's

@@ -9,6 +9,8 @@
   refinement that factors K at every step.
 * The rank-revealing QR least-squares step at the solver's answer against the
   SVD one.
+* The refined LU solve of a large ill-conditioned K, stopping at its rounding
+  floor, against the same solves sweeping on.
 
 Oracles: the SVD path (a ``Linearization`` whose null basis is set from the
 dense SVD) and refinement with ``_CHORD_MAX = 0`` or with the QR step and the
@@ -526,3 +528,46 @@ def test_the_derivative_structure_is_built_once_on_first_use():
         again = other.solve(*values)
         np.testing.assert_array_equal(again.values[0], first.values[0])
         assert np.array_equal(other._engine.structure.pattern.indices, built.pattern.indices)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_refined_solve_stops_at_the_rounding_floor(transpose, monkeypatch):
+    """``_refined_solve`` (the large, ill-conditioned K's path in ``_lstsq``)
+    stops once a sweep no longer halves the residual, at a residual as small
+    as sweeping on reaches (oracle: the same solves with the rule off), and
+    reports that residual's norm truthfully."""
+    import types
+
+    import scipy.sparse as sp
+
+    from conelayers._factor import SparseLU
+
+    rng = np.random.default_rng(5)
+    n = 150
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K = sp.csc_array(U @ np.diag(np.logspace(0, -11, n)) @ V.T)  # condition 1e11
+    solves = []
+
+    class Counted(SparseLU):
+        def solve(self, rhs, transpose=False):
+            solves.append(1)
+            return super().solve(rhs, transpose)
+
+    point = types.SimpleNamespace(K=K, lu=Counted(K))
+    op = K.T if transpose else K
+    rhs = [rng.standard_normal(n) for _ in range(6)]
+    outcome, rule = {}, lz._NEARBY_STALL
+    for stall in (rule, np.inf):
+        monkeypatch.setattr(lz, "_NEARBY_STALL", stall)
+        solves.clear()
+        worst = 0.0
+        for r in rhs:
+            sol, norm = lz.Linearization._refined_solve(point, r, transpose)
+            assert norm == pytest.approx(np.linalg.norm(r - op @ sol), rel=1e-12)
+            worst = max(worst, norm / np.linalg.norm(r))
+        outcome[stall] = (len(solves), worst)
+    (fast, rel), (slow, rel_limit) = outcome[rule], outcome[np.inf]
+    assert rel_limit > lz._SOLVE_RTOL  # the 1e-15 target is out of reach here ...
+    assert fast < slow  # ... and the sweeps stopped short of the limit
+    assert rel <= max(2 * rel_limit, 1e-13)
