@@ -191,6 +191,13 @@ def test_forward_matches_cvxpy(case):
         # CVXPY-SCS on ~2.5 %); an item neither solves (~0.1 %) tells nothing.
         clarabel, clarabel_ref, optimum = clarabel_reference(g, item)
         scs, ref, scs_optimum = scs_reference(g, item)
+        if scs == cp.OPTIMAL and not np.isfinite(scs_optimum):
+            # CVXPY's objective at SCS's point is infinite: the point lies outside
+            # the objective's domain (an entropy of a negative argument), and
+            # SCS's answer is not accurate there (seen in the long profile: x
+            # 3.2e-7 from ours, where ours was inside the domain, with an
+            # objective 1.4e-10 below CVXPY-Clarabel's optimum).
+            scs = "outside the objective's domain"
         if cp.OPTIMAL not in (clarabel, scs):
             event("neither CVXPY oracle reached its tolerances")
             reject()
@@ -231,7 +238,17 @@ def test_forward_matches_cvxpy(case):
 
         assert abs(value - optimum) <= OBJECTIVE_TOL * scale, (i, value, optimum)
         assign_primal(g, ours)
-        assert abs(g.problem.objective.value - optimum) <= OBJECTIVE_TOL * scale
+        at_ours = g.problem.objective.value
+        if np.isfinite(at_ours):
+            assert abs(at_ours - optimum) <= OBJECTIVE_TOL * scale
+        else:
+            # On the boundary of the objective's domain (an entropy at 0): CVXPY
+            # evaluates its argument (x + q) one rounding error outside it, where
+            # the atom is infinite. Our point must be in the domain to rounding
+            # (its optimal value was checked above).
+            event("our point on the boundary of the objective's domain")
+            for con in g.problem.objective.expr.domain:
+                assert np.max(con.violation()) <= VIOLATION_TOL, (i, str(con))
         for con in g.problem.constraints:
             assert np.max(con.violation()) <= VIOLATION_TOL, (i, str(con))
         for k, (o, r) in enumerate(zip(ours, ref, strict=True)):
