@@ -290,6 +290,33 @@ _NEARBY_ACCEPT = 1e-12
 _NEARBY_STALL = 0.5
 
 
+def refined_solve(solve: Callable[[FloatArray], FloatArray],
+                  product: Callable[[FloatArray], FloatArray], rhs: FloatArray,
+                  sweeps: int, rtol: float) -> tuple[FloatArray, float]:
+    """``solve(rhs)`` with up to ``sweeps`` sweeps of iterative refinement
+    against ``product`` (v ↦ Kv), to a relative residual of ``rtol`` or until a
+    sweep no longer halves the residual (``_NEARBY_STALL``: its rounding floor;
+    the better of the last two stands). The solution and its relative residual
+    (infinite where the solve broke down)."""
+    scale = max(float(np.linalg.norm(rhs)), np.finfo(float).tiny)
+    with np.errstate(all="ignore"):
+        sol = solve(rhs)
+        res = rhs - product(sol)
+        rel = float(np.linalg.norm(res)) / scale
+        for _ in range(sweeps):
+            if not rel > rtol:
+                break
+            new = sol + solve(res)
+            res_new = rhs - product(new)
+            rel_new = float(np.linalg.norm(res_new)) / scale
+            if not rel_new <= _NEARBY_STALL * rel:
+                if rel_new < rel:
+                    sol, rel = new, rel_new
+                break
+            sol, res, rel = new, res_new, rel_new
+    return sol, (rel if np.isfinite(rel) else float("inf"))
+
+
 class NearbyLU:
     """The LU factors of a nearby matrix K₀ serving K's solves, by iterative
     refinement against K itself (Wilkinson's refinement with an inexact
@@ -365,24 +392,9 @@ class NearbyLU:
         checked it (None where K's own LU solved: unchecked, as any LU's)."""
         if self._own is not None:
             return self._own.solve(rhs, transpose), None
-        scale = max(float(np.linalg.norm(rhs)), np.finfo(float).tiny)
-        with np.errstate(all="ignore"):
-            sol = self.base.solve(rhs, transpose)
-            res = rhs - self._product(sol, transpose)
-            rel = float(np.linalg.norm(res)) / scale
-            for _ in range(_NEARBY_SWEEPS):
-                if not rel > _NEARBY_RTOL:
-                    break
-                new = sol + self.base.solve(res, transpose)
-                res_new = rhs - self._product(new, transpose)
-                rel_new = float(np.linalg.norm(res_new)) / scale
-                if not rel_new <= _NEARBY_STALL * rel:
-                    # No longer converging: the residual is at its rounding floor
-                    # (stop as LAPACK's ``gerfs`` does; the better of the two stands).
-                    if rel_new < rel:
-                        sol, rel = new, rel_new
-                    break
-                sol, res, rel = new, res_new, rel_new
+        sol, rel = refined_solve(lambda v: self.base.solve(v, transpose),
+                                 lambda v: self._product(v, transpose), rhs,
+                                 _NEARBY_SWEEPS, _NEARBY_RTOL)
         if rel <= _NEARBY_ACCEPT:
             return sol, rel
         # Slower convergence than the estimate promised: K factors itself.

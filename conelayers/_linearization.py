@@ -49,7 +49,7 @@ from ._bordered import BorderedPattern
 from ._cones import ConeLayout
 from ._dproj import DualProjection
 from ._errors import DerivativeWarning
-from ._factor import _NEARBY_STALL, DenseLU, NearbyLU, SparseLU, SparseOrdering, dense
+from ._factor import DenseLU, NearbyLU, SparseLU, SparseOrdering, dense, refined_solve
 from ._nullspace import (
     _SINGULAR,
     _SOFT,
@@ -353,8 +353,8 @@ class Linearization:
             # gives when its residual says so. Measured on sparse_qp (order 4,103,
             # condition estimate 1.5e12): unpreconditioned LSMR ran to its cap of
             # 4·order iterations, 5.2 s, where the LU solves take milliseconds.
-            x0, residual = self._refined_solve(full, transpose)
-            if residual <= _REFINE_RTOL * max(float(np.linalg.norm(full)), np.finfo(float).tiny):
+            x0, rel = self._refined_solve(full, transpose)
+            if rel <= _REFINE_RTOL:
                 return x0
         # Large and singular: an iterative least-squares solve. It is the slow,
         # degenerate path (a DerivativeWarning accompanies it); cap its work.
@@ -362,31 +362,17 @@ class Linearization:
 
     def _refined_solve(self, full: FloatArray, transpose: bool,
                        sweeps: int = 3) -> tuple[FloatArray, float]:
-        """LU solve with up to ``sweeps`` steps of iterative refinement, which
-        stop where a step no longer halves the residual (its rounding floor;
-        the rule of ``NearbyLU``'s sweeps, ``_NEARBY_STALL``); the solution
-        and its residual's norm (infinite where the solve broke down)."""
+        """LU solve with up to ``sweeps`` sweeps of iterative refinement
+        (:func:`refined_solve`: they stop at K's rounding floor); the solution
+        and its relative residual (zero and infinite where the solve broke down)."""
         assert self.lu is not None and self.K is not None
+        lu = self.lu
         op = self.K.T if transpose else self.K
-        with np.errstate(all="ignore"):
-            sol = self.lu.solve(full, transpose)
-            target = _SOLVE_RTOL * max(float(np.linalg.norm(full)), np.finfo(float).tiny)
-            res = full - op @ sol
-            norm = float(np.linalg.norm(res))
-            for _ in range(sweeps):
-                if not norm > target:
-                    break
-                new = sol + self.lu.solve(res, transpose)
-                res_new = full - op @ new
-                norm_new = float(np.linalg.norm(res_new))
-                if not norm_new <= _NEARBY_STALL * norm:
-                    if norm_new < norm:
-                        sol, norm = new, norm_new
-                    break
-                sol, res, norm = new, res_new, norm_new
-        if not (np.isfinite(sol).all() and np.isfinite(norm)):
-            return np.zeros_like(full), np.inf
-        return sol, norm
+        sol, rel = refined_solve(lambda v: lu.solve(v, transpose), lambda v: op @ v, full,
+                                 sweeps, _SOLVE_RTOL)
+        if not (np.isfinite(sol).all() and np.isfinite(rel)):
+            return np.zeros_like(full), float("inf")
+        return sol, rel
 
     def hint_for_next(self) -> _NullBasis | None:
         """K's null spaces here, to seed those of a nearby point (refinement's

@@ -19,16 +19,20 @@ guessed bordering switched off, the code as it was before these paths.
 
 from __future__ import annotations
 
+import types
+
 import cvxpy as cp
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import conelayers
 import conelayers._diff as diff
+import conelayers._factor as factor
 import conelayers._linearization as lz
 import conelayers._nullspace as ns
 import conelayers._refine as rf
-from conelayers._factor import DenseLU
+from conelayers._factor import DenseLU, SparseLU
 
 # Solutions of the same linear systems by two backward-stable methods (LU of a
 # well-conditioned bordered matrix, SVD) at K's condition on its range
@@ -535,13 +539,7 @@ def test_refined_solve_stops_at_the_rounding_floor(transpose, monkeypatch):
     """``_refined_solve`` (the large, ill-conditioned K's path in ``_lstsq``)
     stops once a sweep no longer halves the residual, at a residual as small
     as sweeping on reaches (oracle: the same solves with the rule off), and
-    reports that residual's norm truthfully."""
-    import types
-
-    import scipy.sparse as sp
-
-    from conelayers._factor import SparseLU
-
+    reports that residual truthfully."""
     rng = np.random.default_rng(5)
     n = 150
     U = np.linalg.qr(rng.standard_normal((n, n)))[0]
@@ -557,15 +555,16 @@ def test_refined_solve_stops_at_the_rounding_floor(transpose, monkeypatch):
     point = types.SimpleNamespace(K=K, lu=Counted(K))
     op = K.T if transpose else K
     rhs = [rng.standard_normal(n) for _ in range(6)]
-    outcome, rule = {}, lz._NEARBY_STALL
+    outcome, rule = {}, factor._NEARBY_STALL
     for stall in (rule, np.inf):
-        monkeypatch.setattr(lz, "_NEARBY_STALL", stall)
+        monkeypatch.setattr(factor, "_NEARBY_STALL", stall)
         solves.clear()
         worst = 0.0
         for r in rhs:
-            sol, norm = lz.Linearization._refined_solve(point, r, transpose)
-            assert norm == pytest.approx(np.linalg.norm(r - op @ sol), rel=1e-12)
-            worst = max(worst, norm / np.linalg.norm(r))
+            sol, rel = lz.Linearization._refined_solve(point, r, transpose)
+            assert rel == pytest.approx(np.linalg.norm(r - op @ sol) / np.linalg.norm(r),
+                                        rel=1e-12)
+            worst = max(worst, rel)
         outcome[stall] = (len(solves), worst)
     (fast, rel), (slow, rel_limit) = outcome[rule], outcome[np.inf]
     assert rel_limit > lz._SOLVE_RTOL  # the 1e-15 target is out of reach here ...
