@@ -187,3 +187,13 @@ def describe_inaccurate(indices: Sequence[int], solver: str) -> str:
         f"{solver} solved batch item(s) {items}{more} only to reduced accuracy "
         f"(Status.optimal_inaccurate); {Status.optimal_inaccurate.value}"
     )
+
+
+def describe_second_order(frontend: str) -> str:
+    """Message for a request of the solution map's second derivatives."""
+    return (
+        f"second derivatives of a conelayers layer are not available ({frontend}): the "
+        "layer provides first-order derivatives in reverse mode (backward, VJP) and "
+        "forward mode (JVP), not derivatives of those. Differentiate the layer once "
+        "per pass: no `create_graph=True` through it, no Hessian, no JVP of a gradient."
+    )

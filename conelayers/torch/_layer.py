@@ -9,16 +9,18 @@ and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from .. import _layer as core
+from .._errors import describe_second_order
 from .._program import ParameterSpec
 from .._solve import Solution
-from .._validate import as_real_array, check_tensor_dtype, check_uniform
+from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
 
 __all__ = ["CvxpyLayer"]
 
@@ -72,6 +74,9 @@ class CvxpyLayer(torch.nn.Module):
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         if torch.is_grad_enabled():
             outputs = _Solve.apply(call, *tensors)
+        elif _vmap_level() is not None:  # under torch.func (vmap's rule), no factors kept
+            call.differentiable = False
+            outputs = _Solve.apply(call, *tensors)
         else:  # forward only: no autograd record at all, no factors kept for one
             outputs = call.forward(tensors, differentiable=False)
         assert call.solution is not None
@@ -89,6 +94,25 @@ class _Call:
         self.executor = executor
         self.dtype, self.device = dtype, device
         self.solution: Solution | None = None
+        self.joins: list[_Join] = []  # the vmaps joined into this call's solve
+        self.differentiable = True  # whether the solution keeps factors for derivatives
+
+    def join_at(self, size: int, dims: Sequence[int | None], tensors: Sequence[torch.Tensor],
+                shapes: Callable[[_Join], list[tuple[int, ...]]]) -> _Join | None:
+        """The vmap joined into this call's solve that a vmap rule of its
+        derivatives runs under, if any: the same level and size, and the
+        mapped tensors shaped as one mapped call's (``shapes``: which). A vmap
+        over whole cotangents or tangents of the solve (jacrev's, jacfwd's, a
+        vectorized jacobian's) is none of them."""
+        level = _vmap_level()
+        seen = [None if d is None else tuple(t.shape[:d] + t.shape[d + 1:])
+                for t, d in zip(tensors, dims, strict=True)]
+        for join in reversed(self.joins):
+            if join.level == level and join.size == size and all(
+                    got is None or got == want
+                    for got, want in zip(seen, shapes(join), strict=True)):
+                return join
+        return None
 
     def to_torch(self, arrays) -> tuple[torch.Tensor | None, ...]:
         return tuple(None if a is None else
@@ -96,15 +120,26 @@ class _Call:
                      for a in arrays)
 
     def forward(self, tensors: Sequence[torch.Tensor],
-                differentiable: bool = True) -> tuple[torch.Tensor, ...]:
+                differentiable: bool | None = None) -> tuple[torch.Tensor, ...]:
         arrays = [_numpy(t) for t in tensors]
-        self.solution = self.layer._solution(arrays, self.solver_args, self.throw,
-                                             self.executor, differentiable=differentiable)
+        self.solution = self.layer._solution(
+            arrays, self.solver_args, self.throw, self.executor,
+            differentiable=self.differentiable if differentiable is None else differentiable)
         return self.to_torch(self.solution.values)  # type: ignore[return-value]
 
 
 class _Solve(torch.autograd.Function):
-    """The layer as an autograd Function (functorch style, for ``torch.func``)."""
+    """The layer as an autograd Function (functorch style, for ``torch.func``).
+
+    Its derivatives are autograd Functions of their own (``_Adjoint``,
+    ``_Tangent``): under ``torch.func`` the cotangents and tangents are
+    functorch-wrapped tensors without storage, and only a Function's forward
+    sees them as plain tensors at every transform level. They take the
+    parameters as inputs too (unused): so that differentiating a derivative
+    again reaches them and says that it cannot, where a derivative that
+    depended on the parameters only through the solution it holds would
+    have made ``torch.func.hessian`` return zeros.
+    """
 
     @staticmethod
     def forward(call: _Call, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -114,41 +149,200 @@ class _Solve(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.call = inputs[0]
         ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*inputs[1:])
+        ctx.save_for_forward(*inputs[1:])
 
     @staticmethod
     def backward(ctx: Any, *grad_outputs: torch.Tensor | None) -> tuple[Any, ...]:
-        call: _Call = ctx.call
-        assert call.solution is not None
-        if all(g is None for g in grad_outputs):
-            return (None,) * (1 + len(call.layer.program.parameters))
-        grads = call.solution.adjoint(*[None if g is None else _numpy(g) for g in grad_outputs])
-        wanted = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:],
-                                                          strict=True)]
-        return (None, *call.to_torch(wanted))
+        present = tuple(g is not None for g in grad_outputs)
+        if not any(present):
+            return (None,) * (1 + len(ctx.call.layer.program.parameters))
+        needs = tuple(ctx.needs_input_grad[1:])
+        cotangents = [g for g in grad_outputs if g is not None]
+        if torch.is_grad_enabled() or _vmap_level() is not None:
+            # Recorded (create_graph=True) or under torch.func: through the Function.
+            grads = iter(_Adjoint.apply(ctx.call, present, needs, *cotangents,
+                                        *ctx.saved_tensors))
+        else:  # a plain backward: the same VJP without a Function's ~0.1 ms of dispatch
+            grads = iter(_Adjoint.forward(ctx.call, present, needs, *cotangents))
+        return (None, *[next(grads) if need else None for need in needs])
 
     @staticmethod
     def jvp(ctx: Any, _call_tangent: Any, *tangents: torch.Tensor | None) -> tuple[Any, ...]:
-        # Under torch.func the tangents are functorch-wrapped tensors without
-        # storage; routing them through an autograd Function hands its forward
-        # plain tensors at every transform level.
-        call: _Call = ctx.call
-        present = [t is not None for t in tangents]
-        return _Tangent.apply(call, present, *[t for t in tangents if t is not None])
-
-
-class _Tangent(torch.autograd.Function):
-    """The core's JVP at the solution of one call: parameter → output tangents."""
+        present = tuple(t is not None for t in tangents)
+        return _Tangent.apply(ctx.call, present, *[t for t in tangents if t is not None],
+                              *ctx.saved_tensors)
 
     @staticmethod
-    def forward(call: _Call, present: list[bool], *tangents: torch.Tensor) -> Any:
+    def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call,
+             *tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        """``torch.func.vmap``: the mapped dimension joins the layer's own batch
+        (one solve of every item, see :func:`_join_vmap`)."""
+        return _join_vmap(call, info.batch_size, in_dims[1:], tensors)
+
+
+class _Derivative(torch.autograd.Function):
+    """What the layer's two derivatives share: they are linear maps at one
+    solution, and not differentiable again (first derivatives only)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Any) -> Any:
+        raise NotImplementedError(describe_second_order("PyTorch"))
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        raise NotImplementedError(describe_second_order("PyTorch"))
+
+
+class _Adjoint(_Derivative):
+    """The core's VJP at the solution of one call: output cotangents (one per
+    ``present`` output) → the gradients of the parameters that need one
+    (``needs``). The parameters follow the cotangents (see ``_Solve``)."""
+
+    @staticmethod
+    def forward(call: _Call, present: tuple[bool, ...], needs: tuple[bool, ...],
+                *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         assert call.solution is not None
-        it = iter(tangents)
+        it = iter(tensors[: sum(present)])
+        grads = call.solution.adjoint(*[_numpy(next(it)) if p else None for p in present])
+        return call.to_torch([g for g, need in zip(grads, needs, strict=True)
+                              if need])  # type: ignore[return-value]
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call, present: tuple[bool, ...],
+             needs: tuple[bool, ...], *tensors: torch.Tensor) -> Any:
+        count = sum(present)
+        dims, cotangents = in_dims[3:3 + count], tensors[:count]
+        join = call.join_at(info.batch_size, dims, cotangents, lambda j: [
+            shape for shape, p in zip(j.outputs, present, strict=True) if p])
+        if join is None:
+            # Several cotangents of one solution (jacrev, a vectorized
+            # jacobian): one VJP each, with the factorization the first builds.
+            return _map_slices(info.batch_size, in_dims[3:], tensors,
+                               lambda ts: _Adjoint.apply(call, present, needs, *ts))
+        # The solution of a vmapped call (vmap of grad: per-sample gradients):
+        # its V·B items' cotangents in one VJP, each call's gradients back.
+        grads = _Adjoint.apply(call, present, needs,
+                               *[join.joined(t, d) for t, d in zip(cotangents, dims, strict=True)],
+                               *tensors[count:])
+        wanted = [i for i, need in enumerate(needs) if need]
+        split = tuple(join.split_gradient(g, i) for g, i in zip(grads, wanted, strict=True))
+        return split, (0,) * len(split)
+
+
+class _Tangent(_Derivative):
+    """The core's JVP at the solution of one call: parameter tangents (one
+    per ``present`` parameter) → output tangents. The parameters follow the
+    tangents (see ``_Solve``)."""
+
+    @staticmethod
+    def forward(call: _Call, present: tuple[bool, ...], *tensors: torch.Tensor) -> Any:
+        assert call.solution is not None
+        it = iter(tensors[: sum(present)])
         dparams = [_numpy(next(it)) if p else None for p in present]
         return call.to_torch(call.solution.derivative(*dparams))
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        pass  # the tangent map is linear; second-order derivatives are not provided
+    def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call, present: tuple[bool, ...],
+             *tensors: torch.Tensor) -> Any:
+        count = sum(present)
+        dims, tangents = in_dims[2:2 + count], tensors[:count]
+        which = [i for i, p in enumerate(present) if p]
+        join = call.join_at(info.batch_size, dims, tangents, lambda j: [j.params[i] for i in which])
+        if join is None:  # several tangents at one solution (jacfwd): one JVP each
+            return _map_slices(info.batch_size, in_dims[2:], tensors,
+                               lambda ts: _Tangent.apply(call, present, *ts))
+        joined = [join.joined(t, d, param=i) for t, d, i in zip(tangents, dims, which, strict=True)]
+        outputs = _Tangent.apply(call, present, *joined, *tensors[count:])
+        split = tuple(join.split_output(o) for o in outputs)
+        return split, (0,) * len(split)
+
+
+def _map_slices(size: int, dims: Sequence[int | None], tensors: Sequence[torch.Tensor],
+                fn: Any) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+    """A vmap rule by a loop: ``fn`` on every slice of the mapped dimension
+    (``dims``: where each tensor has it, None where it is not mapped), the
+    results stacked along dimension 0."""
+    results = [fn([t if d is None else t.select(d, k) for t, d in zip(tensors, dims, strict=True)])
+               for k in range(size)]
+    stacked = tuple(torch.stack(parts) for parts in zip(*results, strict=True))
+    return stacked, (0,) * len(stacked)
+
+
+def _vmap_level() -> Any:
+    """The functorch level a vmap rule runs at: it tells the vmap that joined
+    a call's items into one solve (``_Join``) from a later one over its
+    cotangents or tangents (jacrev's, jacfwd's). PyTorch's public API has no
+    name for it; ``maybe_current_level`` is what its own functorch code uses."""
+    return torch._C._functorch.maybe_current_level()  # pyright: ignore[reportAttributeAccessIssue]
+
+
+@dataclass(frozen=True)
+class _Join:
+    """One vmap of a call, joined into the layer's batch: ``size`` (V) mapped
+    calls, each of ``inner`` items (None: unbatched, one item each), solved as
+    V·B items (V with ``inner`` None). Every parameter is given per item, the
+    unbatched ones too, so that each mapped call's gradient is its own.
+
+    ``params`` / ``outputs``: the shapes each mapped call sees (its parameter
+    values, its outputs); ``batched``: which parameters it has batched.
+    """
+
+    level: Any
+    size: int
+    inner: int | None
+    params: tuple[tuple[int, ...], ...]
+    batched: tuple[bool, ...]
+    outputs: tuple[tuple[int, ...], ...]
+    specs: tuple[tuple[int, ...], ...]  # the parameters' own shapes
+
+    def joined(self, t: torch.Tensor, dim: int | None, param: int | None = None) -> torch.Tensor:
+        """A mapped tensor (V at ``dim``; None: shared by the V calls) as the
+        joined solve's: (V·B, ...) or (V, ...). ``param``: the parameter it is
+        a value or tangent of (an unbatched one is repeated over the B items)."""
+        t = t.expand(self.size, *t.shape) if dim is None else t.movedim(dim, 0)
+        if self.inner is None:
+            return t
+        if param is not None and not self.batched[param]:
+            t = t.unsqueeze(1).expand(self.size, self.inner, *t.shape[1:])
+        return t.reshape(self.size * self.inner, *t.shape[2:])
+
+    def split_output(self, t: torch.Tensor) -> torch.Tensor:
+        """A joined solve's output (or its tangent) as V mapped calls'."""
+        return t if self.inner is None else t.reshape(self.size, self.inner, *t.shape[1:])
+
+    def split_gradient(self, g: torch.Tensor, param: int) -> torch.Tensor:
+        """The joined solve's gradient of parameter ``param`` (one per item)
+        as V mapped calls': summed over a call's items where it is unbatched."""
+        if self.inner is None:
+            return g
+        g = g.reshape(self.size, self.inner, *self.specs[param])
+        return g if self.batched[param] else g.sum(dim=1)
+
+
+def _join_vmap(call: _Call, size: int, dims: Sequence[int | None],
+               tensors: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+    """The vmap rule of the layer: V mapped calls as one batch of V items (V·B
+    where the parameters are batched themselves, vmap's dimension outermost),
+    solved together; the outputs come back split (V, B, ...). The core's
+    shape rules judge the shapes each mapped call sees."""
+    specs = call.layer.program.parameters
+    logical = tuple(tuple(t.shape) if d is None else tuple(t.shape[:d] + t.shape[d + 1:])
+                    for t, d in zip(tensors, dims, strict=True))
+    batched = tuple(check_shapes(specs, logical))
+    inner = next((shape[0] for shape, b in zip(logical, batched, strict=True) if b), None)
+    lead = () if inner is None else (inner,)
+    join = _Join(_vmap_level(), size, inner, logical, batched,
+                 tuple((*lead, *o.shape) for o in call.layer.program.outputs),
+                 tuple(spec.shape for spec in specs))
+    call.joins.append(join)
+    outputs = _Solve.apply(call, *[join.joined(t, d, param=i)
+                                   for i, (t, d) in enumerate(zip(tensors, dims, strict=True))])
+    return tuple(join.split_output(o) for o in outputs), (0,) * len(outputs)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
