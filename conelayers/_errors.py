@@ -197,3 +197,14 @@ def describe_second_order(frontend: str) -> str:
         "forward mode (JVP), not derivatives of those. Differentiate the layer once "
         "per pass: no `create_graph=True` through it, no Hessian, no JVP of a gradient."
     )
+
+
+def describe_keras_config() -> str:
+    """Message for saving a model with a KerasCvxpyLayer in Keras' own formats."""
+    return (
+        "a KerasCvxpyLayer cannot be written to a Keras config (model.save to .keras, "
+        "model.get_config, keras.saving): its CVXPY problem, parameters and variables "
+        "are Python objects, not config values. Build the model in code and save its "
+        "weights instead: model.save_weights('model.weights.h5'), then build the same "
+        "model again and call model.load_weights('model.weights.h5')."
+    )

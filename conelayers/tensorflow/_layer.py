@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import _layer as core
-from .._errors import ParameterError
+from .._errors import ParameterError, describe_keras_config
 from .._program import ParameterSpec
 from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
@@ -264,6 +264,10 @@ class KerasCvxpyLayer(keras.layers.Layer):
         self.cvxpy_layer = CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
                                       solver_args=solver_args, throw=throw, executor=executor,
                                       chunk_size=chunk_size)
+
+    def get_config(self) -> dict[str, Any]:
+        # Keras' own error here would ask the user to implement get_config.
+        raise NotImplementedError(describe_keras_config())
 
     def call(self, inputs: Any) -> Any:
         params = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
