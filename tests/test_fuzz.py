@@ -461,9 +461,10 @@ def test_degenerate_point_warns_and_the_degeneracy_is_real(g):
 @fuzz_settings(15)
 @given(g=generated_problems(), data=st.data())
 def test_torch_front_end_gives_the_core_results(g, data):
-    """Values, statuses, reverse-mode gradients (into every parameter) and
-    forward-mode tangents (torch.func.jvp) of conelayers.torch equal the core's
-    on the same generated problem; input tensors are not modified."""
+    """Values, statuses, reverse-mode gradients (into every parameter),
+    forward-mode tangents (torch.func.jvp), torch.func.grad and vmap (of the
+    layer and of grad) of conelayers.torch equal the core's on the same
+    generated problem; input tensors are not modified."""
     import torch
 
     from conelayers.torch import CvxpyLayer as TorchLayer
@@ -491,6 +492,26 @@ def test_torch_front_end_gives_the_core_results(g, data):
     for t, ref in zip(jvps, sol.derivative(*direction), strict=True):
         np.testing.assert_allclose(t.numpy(), ref, atol=1e-10 * (1 + np.abs(ref).max()),
                                    rtol=0)
+    # torch.func: grad is the same VJP; vmap over two copies is the core's batch of
+    # two, and vmap(grad) gives each copy the item's own gradient.
+    def weighted(*p):
+        return sum((o * torch.tensor(w)).sum() for o, w in zip(layer(*p), weights, strict=True))
+
+    grad = torch.func.grad(weighted, argnums=tuple(range(len(params))))
+    plain = [p.detach() for p in params]
+    for gr, ref in zip(grad(*plain), grads, strict=True):
+        np.testing.assert_allclose(gr.numpy(), ref.numpy(),
+                                   atol=1e-10 * (1 + ref.abs().max().item()), rtol=0)
+    twice = [torch.stack([p, p]) for p in plain]
+    # (The core's batch: batched values twice over, unbatched ones shared.)
+    pair = core.solve(*[np.concatenate([v, v]) if b else v if any(g.batched) else np.stack([v, v])
+                        for v, b in zip(g.values, g.batched, strict=True)])
+    for o, ref in zip(torch.func.vmap(lambda *p: layer(*p))(*twice), pair.values, strict=True):
+        np.testing.assert_allclose(o.numpy(), ref.reshape(o.shape), atol=1e-12, rtol=0)
+    for gr, ref in zip(torch.func.vmap(grad)(*twice), grads, strict=True):
+        for k in range(2):
+            np.testing.assert_allclose(gr[k].numpy(), ref.numpy(),
+                                       atol=1e-10 * (1 + ref.abs().max().item()), rtol=0)
     for p, b in zip(params, before, strict=True):
         assert torch.equal(p.detach(), b)
 
