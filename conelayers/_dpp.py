@@ -793,7 +793,8 @@ class _Analysis:
     def _product(self, node: Any) -> tuple[Rule, str, str]:
         left, right = node.args
         names = _names(node)
-        new = _new_name(names)
+        # (A square, p * p, would otherwise name the new parameter `p` itself.)
+        new = _new_name(names if len(names) > 1 else [*names, *names])
         via_bounds = [(f, _bound_only_parameters(f)) for f in (left, right)]
         for factor, bound_names in via_bounds:
             other = right if factor is left else left

@@ -332,6 +332,18 @@ def test_parameter_product_fix_introduces_one_parameter():
     assert f.fixed_parameters_ok and not f.top_level
 
 
+def test_parameter_product_fix_of_a_square_names_a_new_parameter():
+    """p * p and p * (p * x): the new parameter is not called `p` itself."""
+    p = cp.Parameter(name="p")
+    x = cp.Variable(name="x")
+    (square,) = check_dpp(cp.Problem(cp.Minimize(p * p * x), [x >= 0])).findings
+    assert square.fix == ("introduce one parameter `p_p` whose value you set to `p * p` "
+                          "(computed outside the problem) and use `p_p` in place of this "
+                          "product.")
+    (nested,) = check_dpp(cp.Problem(cp.Minimize(p * (p * x)), [x >= 0])).findings
+    assert nested.fix.endswith("and write `p_p * x`."), nested.fix
+
+
 def test_parameter_product_fix_regroups_matrix_products():
     (f,) = check_dpp(BAD["parameter_product_in_constraint"].build()).findings
     assert "`A_B` whose value you set to `A @ B`" in f.fix
