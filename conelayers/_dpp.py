@@ -49,13 +49,17 @@ from cvxpy.atoms.affine.binary_operators import (
 )
 from cvxpy.atoms.affine.conv import conv, convolve
 from cvxpy.atoms.affine.kron import kron
+from cvxpy.atoms.affine.promote import Promote
+from cvxpy.atoms.affine.sum import Sum
 from cvxpy.atoms.affine.unary_operators import NegExpression
 from cvxpy.atoms.atom import Atom
 from cvxpy.atoms.elementwise.power import Power
 from cvxpy.atoms.gmatmul import gmatmul
+from cvxpy.atoms.pnorm import Pnorm
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.atoms.quad_over_lin import quad_over_lin
 from cvxpy.constraints.nonpos import Inequality, NonNeg, NonPos
+from cvxpy.constraints.second_order import SOC
 from cvxpy.constraints.zero import Equality, Zero
 from cvxpy.expressions.expression import Expression
 from cvxpy.expressions.leaf import Leaf
@@ -476,18 +480,74 @@ def _note(problem: cp.Problem, gp: bool) -> str:
 
 
 def _text(obj: Any) -> str:
-    """CVXPY's text of an expression, on one line and cut to a readable length."""
-    if isinstance(obj, Power) and obj.p.parameters():
-        # CVXPY prints a parametric power as `PowerApprox(x, None)`.
-        text = f"power({_text(obj.args[0])}, {obj.p})"
-    elif isinstance(obj, BinaryOperator):
+    """The text of an expression as a user writes it (:func:`_render`), on one
+    line and cut to a readable length."""
+    text = " ".join(_render(obj).split())
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 4] + " ..."
+
+
+# Powers that CVXPY's own functions build: cp.sqrt(x) is Power(x, 0.5), ...
+_POWER_FUNCTIONS = {0.5: "sqrt", 2.0: "square", -1.0: "inv_pos"}
+
+
+def _render(obj: Any) -> str:
+    """CVXPY's text of an expression, but with the functions a user writes
+    where CVXPY prints its internal forms: ``sqrt(p)``, not
+    ``PowerApprox(p, 0.5)``; ``sum(x)``, not ``Sum(x, None, False)``;
+    ``sum_squares(x - q)``, not ``quad_over_lin(x + -q, 1.0, None, False)``;
+    ``p``, not the ``Promote(p, (3,))`` of its broadcast; ``a * (b * x)``, not
+    ``a * b * x``. Atoms that print themselves (indexing, transposes,
+    reshapes, ...) keep CVXPY's text."""
+    if isinstance(obj, cp.Minimize | cp.Maximize):
+        return f"{'minimize' if isinstance(obj, cp.Minimize) else 'maximize'} {_render(obj.expr)}"
+    if isinstance(obj, Inequality | Equality):
+        lhs, rhs = obj.args
+        return f"{_render(lhs)} {'<=' if isinstance(obj, Inequality) else '=='} {_render(rhs)}"
+    if isinstance(obj, SOC):
+        return f"SOC({', '.join(_render(a) for a in obj.args)})"
+    if isinstance(obj, Power):
+        base = _render(obj.args[0])
+        if obj.p.parameters():  # CVXPY prints a parametric power as `PowerApprox(x, None)`
+            return f"power({base}, {obj.p})"
+        value = float(obj.p.value)
+        name = _POWER_FUNCTIONS.get(value)
+        return f"{name}({base})" if name else f"power({base}, {value:g})"
+    if isinstance(obj, BinaryOperator):
         # CVXPY prints a * (b * x) as `a * b * x`; keep the grouping visible.
         left, right = obj.args
-        text = f"{_operand(left, False)} {obj.OP_NAME} {_operand(right, True)}"
-    else:
-        text = str(obj)
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 4] + " ..."
+        return f"{_operand(left, False)} {obj.OP_NAME} {_operand(right, True)}"
+    if isinstance(obj, AddExpression):
+        terms = [_render(obj.args[0])]
+        for term in obj.args[1:]:
+            terms.append(f"- {_operand(term.args[0], False)}" if isinstance(term, NegExpression)
+                         else f"+ {_render(term)}")
+        return " ".join(terms)
+    if isinstance(obj, NegExpression):
+        return f"-{_operand(obj.args[0], True)}"
+    if isinstance(obj, Promote):
+        return _render(obj.args[0])
+    if isinstance(obj, QuadForm):  # (prints itself as `QuadForm(x, P)`)
+        return f"quad_form({_render(obj.args[0])}, {_render(obj.args[1])})"
+    axis = getattr(obj, "axis", None)
+    tail = "" if axis is None else f", axis={axis}"
+    if isinstance(obj, Sum):
+        return f"sum({_render(obj.args[0])}{tail})"
+    if isinstance(obj, Pnorm):
+        return f"norm({_render(obj.args[0])}, {float(obj.p):g}{tail})"
+    if isinstance(obj, quad_over_lin):
+        if _divides_by_one(obj):
+            return f"sum_squares({_render(obj.args[0])}{tail})"
+        return f"quad_over_lin({_render(obj.args[0])}, {_render(obj.args[1])}{tail})"
+    if isinstance(obj, Atom) and type(obj).name is Atom.name:
+        data = [str(d) for d in (obj.get_data() or [])]
+        return f"{_atom_name(obj)}({', '.join([_render(a) for a in obj.args] + data)})"
+    return str(obj)
+
+
+def _divides_by_one(obj: quad_over_lin) -> bool:
+    """Whether ``quad_over_lin(x, y)`` is ``sum_squares(x)`` (y the constant 1)."""
+    y = obj.args[1]
+    return bool(y.is_constant() and not y.parameters() and np.all(y.value == 1))
 
 
 def _operand(expr: Expression, right: bool) -> str:
@@ -513,6 +573,8 @@ def _ticks(names: Sequence[str]) -> str:
 
 def _depends(expr: Any) -> str:
     """`expr`, followed by the parameters it depends on unless it is one."""
+    while isinstance(expr, Promote):  # a broadcast parameter is the parameter
+        expr = expr.args[0]
     if isinstance(expr, cp.Parameter):
         return f"`{expr.name()}`"
     return f"`{_text(expr)}` (through {_ticks(_names(expr))})"
@@ -530,6 +592,13 @@ _FUNCTION_NAMES = {
 
 
 def _atom_name(expr: Any) -> str:
+    """The function a user writes for ``expr``'s atom (as :func:`_render` prints it)."""
+    if isinstance(expr, Power) and not expr.p.parameters():
+        return _POWER_FUNCTIONS.get(float(expr.p.value), "power")
+    if isinstance(expr, Pnorm):
+        return "norm"
+    if isinstance(expr, quad_over_lin) and _divides_by_one(expr):
+        return "sum_squares"
     name = type(expr).__name__
     name = name[: -len("Approx")] if name.endswith("Approx") else name
     return _FUNCTION_NAMES.get(name, name)

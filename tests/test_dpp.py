@@ -98,7 +98,7 @@ BAD: dict[str, Bad] = {
         "objective", R.nonlinear_parameter, "exp(a) * y"),
     "square_of_parameter_times_variable": bad(
         lambda: cp.Problem(cp.Minimize(cp.square(a) * y), [y >= 0]),
-        "objective", R.nonlinear_parameter, "PowerApprox(a, 2.0) * y"),
+        "objective", R.nonlinear_parameter, "square(a) * y"),
     "abs_of_parameter_in_constraint": bad(
         lambda: cp.Problem(cp.Minimize(y), [cp.abs(a) * y >= 1]),
         "constraint 0", R.nonlinear_parameter, "abs(a) * y"),
@@ -110,7 +110,7 @@ BAD: dict[str, Bad] = {
         "objective", R.nonlinear_parameter, "exp(a)"),
     "nonlinear_parameter_inside_a_nonmonotone_atom": bad(
         lambda: cp.Problem(cp.Minimize(cp.square(y + cp.exp(a)))),
-        "objective", R.nonlinear_parameter, "PowerApprox(y + exp(a), 2.0)"),
+        "objective", R.nonlinear_parameter, "square(y + exp(a))"),
     "nonlinear_parameter_in_variable_bounds": bad(
         lambda: cp.Problem(cp.Minimize(_bounded("v", cp.exp(a)))),
         "variable v", R.nonlinear_parameter, "exp(a)"),
@@ -120,13 +120,13 @@ BAD: dict[str, Bad] = {
         "objective", R.parameter_divisor, "y / a"),
     "quad_over_lin_with_parametric_denominator": bad(
         lambda: cp.Problem(cp.Minimize(cp.quad_over_lin(x, an))),
-        "objective", R.parameter_divisor, "quad_over_lin(x, an, None, False)"),
+        "objective", R.parameter_divisor, "quad_over_lin(x, an)"),
     "quad_form_with_psd_parameter": bad(
         lambda: cp.Problem(cp.Minimize(cp.quad_form(x, P))),
-        "objective", R.parametric_quad_form, "QuadForm(x, P)"),
+        "objective", R.parametric_quad_form, "quad_form(x, P)"),
     "quad_form_with_symmetric_parameter_in_constraint": bad(
         lambda: cp.Problem(cp.Minimize(cp.sum(x)), [cp.quad_form(x, S) <= 1]),
-        "constraint 0", R.parametric_quad_form, "QuadForm(x, S)"),
+        "constraint 0", R.parametric_quad_form, "quad_form(x, S)"),
     "power_with_parametric_exponent": bad(
         lambda: cp.Problem(cp.Minimize(cp.power(y, a)), [y >= 1]),
         "objective", R.parametric_exponent, "power(y, a)"),
@@ -145,31 +145,31 @@ BAD: dict[str, Bad] = {
         "objective", R.curvature, "x @ x"),
     "convex_minus_convex": bad(
         lambda: cp.Problem(cp.Minimize(cp.abs(y) - cp.abs(z))),
-        "objective", R.curvature, "abs(y) + -(abs(z))"),
+        "objective", R.curvature, "abs(y) - abs(z)"),
     "division_by_variable": bad(
         lambda: cp.Problem(cp.Minimize(y), [y / z <= 1, z >= 1]),
         "constraint 0", R.curvature, "y / z"),
     "parameter_of_unknown_sign_times_concave": bad(
         lambda: cp.Problem(cp.Maximize(a * cp.sqrt(y))),
-        "objective", R.composition, "a * PowerApprox(y, 0.5)"),
+        "objective", R.composition, "a * sqrt(y)"),
     "concave_of_convex": bad(
         lambda: cp.Problem(cp.Minimize(cp.sqrt(cp.square(y)))),
-        "objective", R.composition, "PowerApprox(PowerApprox(y, 2.0), 0.5)"),
+        "objective", R.composition, "sqrt(square(y))"),
     "nonmonotone_convex_of_concave": bad(
         lambda: cp.Problem(cp.Minimize(cp.square(cp.sqrt(y)))),
-        "objective", R.composition, "PowerApprox(PowerApprox(y, 0.5), 2.0)"),
+        "objective", R.composition, "square(sqrt(y))"),
     "maximize_convex": bad(
         lambda: cp.Problem(cp.Maximize(cp.square(y - a))),
-        "objective", R.objective_curvature, "PowerApprox(y + -a, 2.0)"),
+        "objective", R.objective_curvature, "square(y - a)"),
     "convex_greater_or_equal": bad(
         lambda: cp.Problem(cp.Minimize(y), [cp.square(y) >= a]),
-        "constraint 0", R.constraint_kind, "a <= PowerApprox(y, 2.0)"),
+        "constraint 0", R.constraint_kind, "a <= square(y)"),
     "nonaffine_equality": bad(
         lambda: cp.Problem(cp.Minimize(y), [cp.square(y) == 1]),
-        "constraint 0", R.constraint_kind, "PowerApprox(y, 2.0) == 1.0"),
+        "constraint 0", R.constraint_kind, "square(y) == 1.0"),
     "cone_constraint_with_nonaffine_argument": bad(
         lambda: cp.Problem(cp.Minimize(y), [cp.SOC(y, cp.square(x))]),
-        "constraint 0", R.constraint_kind, "SOC(reshape(y, (1,), F), PowerApprox(x, 2.0))"),
+        "constraint 0", R.constraint_kind, "SOC(reshape(y, (1,), F), square(x))"),
     # -- several findings --------------------------------------------------------
     "findings_in_objective_and_constraint": Bad(
         lambda: cp.Problem(cp.Minimize(a * b * y), [y >= 0, y <= cp.exp(a)]),
@@ -344,11 +344,26 @@ def test_parameter_product_fix_of_a_square_names_a_new_parameter():
     assert nested.fix.endswith("and write `p_p * x`."), nested.fix
 
 
+def test_findings_print_the_functions_a_user_writes():
+    """Fix texts a user can type: sqrt(p), not PowerApprox(p, 0.5); a divisor
+    `p`, not Promote(p, (3,)); sum_squares(x - q) and sum(x) in the part."""
+    p = cp.Parameter(name="p", pos=True)
+    q = cp.Parameter(3, name="q")
+    x = cp.Variable(3, name="x")
+    (root,) = check_dpp(cp.Problem(cp.Minimize(cp.sqrt(p) * cp.sum(x)), [x >= 0])).findings
+    assert root.expression == "sqrt(p) * sum(x)"
+    assert "`sqrt_p` whose value you set to `sqrt(p)`" in root.fix
+    (division,) = check_dpp(cp.Problem(cp.Minimize(cp.sum(x / p)), [x >= 0])).findings
+    assert division.detail.startswith("the divisor `p` depends on parameters"), division.detail
+    (sense,) = check_dpp(cp.Problem(cp.Maximize(cp.sum_squares(x - q)), [x <= 1])).findings
+    assert sense.part == "maximize sum_squares(x - q)"
+
+
 def test_parameter_product_fix_regroups_matrix_products():
     (f,) = check_dpp(BAD["parameter_product_in_constraint"].build()).findings
     assert "`A_B` whose value you set to `A @ B`" in f.fix
     assert "write `A_B @ x`" in f.fix
-    assert f.index == 1 and f.part == "A @ B @ x <= c"
+    assert f.index == 1 and f.part == "A @ (B @ x) <= c"
 
 
 def test_quad_form_fix_uses_a_factor():

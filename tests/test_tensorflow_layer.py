@@ -180,6 +180,8 @@ def test_keras_model_fit_decreases_the_loss(rng):
     assert model.predict(features[:2], verbose=0).shape == (2, n)
 
 
+# (Keras' own h5 writer warns about NumPy 2's copy keyword; not ours.)
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 def test_keras_model_saves_its_weights_and_says_why_not_its_config(rng, tmp_path):
     """model.save (a .keras config) is refused with our reason and the way
     that works; the weights round-trip into the same model built again."""
