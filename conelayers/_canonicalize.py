@@ -113,7 +113,20 @@ def canonicalize(
         # CVXPY reads `.value` of sparse parameters while canonicalizing and warns
         # about its own access; the user did nothing to deserve it.
         warnings.filterwarnings("ignore", message="Reading from a sparse CVXPY expression")
-        param_prob, T, chain, inverse_data = _cone_program(target, canon_backend)
+        try:
+            param_prob, T, chain, inverse_data = _cone_program(target, canon_backend)
+        except cp.error.SolverError:
+            if target.constraints or not target.objective.expr.is_affine():
+                raise
+            # CVXPY's chain refuses it ("The solver DIFFCP cannot solve this
+            # problem": its conic solvers need at least one constraint).
+            raise ParameterError(
+                "`problem` has no constraints and an objective that is affine in its "
+                "variables (in their logs, with gp=True), so it is unbounded for every "
+                "parameter value but those that make the objective constant: there is "
+                "no solution to differentiate. Add the constraints that bound its "
+                "variables (e.g. `x >= 0`, `cp.sum(x) == 1`)."
+            ) from None
     for kind in (PowCone3D, PowConeND):
         if param_prob.constr_map.get(kind):
             raise NotImplementedError(

@@ -351,7 +351,15 @@ def _psd_problem(s: Setup) -> cp.Problem:
     return cp.Problem(s.problem.objective, [*s.problem.constraints, X >> 0])
 
 
+_FREE_X, _FREE_Q = cp.Variable(2, name="free_x"), cp.Parameter(2, name="free_q")
+
+
 CONSTRUCTIONS = [
+    BadConstruction("no constraints and an affine objective",
+                    _args(problem=lambda s: cp.Problem(cp.Minimize(_FREE_Q @ _FREE_X)),
+                          parameters=lambda s: [_FREE_Q], variables=lambda s: [_FREE_X]),
+                    r"`problem`", r"Add the constraints that bound its variables",
+                    r"has no constraints and an objective that is affine"),
     BadConstruction("problem not a Problem", _args(problem=lambda s: s.problem.objective),
                     r"`problem`", r"must be a cvxpy\.Problem", r"got Minimize"),
     BadConstruction("parameter passed as a variable",
