@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
 from cvxpy.constraints import PSD, SOC, ExpCone, NonNeg, PowCone3D, PowConeND, SvecPSD, Zero
+from cvxpy.error import SolverError as CvxpySolverError
 from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
 from cvxpy.reductions.eval_params import EvalParams
@@ -115,7 +116,7 @@ def canonicalize(
         warnings.filterwarnings("ignore", message="Reading from a sparse CVXPY expression")
         try:
             param_prob, T, chain, inverse_data = _cone_program(target, canon_backend)
-        except cp.error.SolverError:
+        except CvxpySolverError:
             if target.constraints or not target.objective.expr.is_affine():
                 raise
             # CVXPY's chain refuses it ("The solver DIFFCP cannot solve this

@@ -509,7 +509,7 @@ def _render(obj: Any) -> str:
         base = _render(obj.args[0])
         if obj.p.parameters():  # CVXPY prints a parametric power as `PowerApprox(x, None)`
             return f"power({base}, {obj.p})"
-        value = float(obj.p.value)
+        value = _exponent(obj)
         name = _POWER_FUNCTIONS.get(value)
         return f"{name}({base})" if name else f"power({base}, {value:g})"
     if isinstance(obj, BinaryOperator):
@@ -542,6 +542,11 @@ def _render(obj: Any) -> str:
         data = [str(d) for d in (obj.get_data() or [])]
         return f"{_atom_name(obj)}({', '.join([_render(a) for a in obj.args] + data)})"
     return str(obj)
+
+
+def _exponent(power: Power) -> float:
+    """The exponent of a power whose exponent is a number."""
+    return float(np.asarray(power.p.value))
 
 
 def _divides_by_one(obj: quad_over_lin) -> bool:
@@ -594,7 +599,7 @@ _FUNCTION_NAMES = {
 def _atom_name(expr: Any) -> str:
     """The function a user writes for ``expr``'s atom (as :func:`_render` prints it)."""
     if isinstance(expr, Power) and not expr.p.parameters():
-        return _POWER_FUNCTIONS.get(float(expr.p.value), "power")
+        return _POWER_FUNCTIONS.get(_exponent(expr), "power")
     if isinstance(expr, Pnorm):
         return "norm"
     if isinstance(expr, quad_over_lin) and _divides_by_one(expr):
