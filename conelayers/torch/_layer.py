@@ -4,7 +4,8 @@ The core solves and differentiates; this module converts tensors to float64
 arrays and back (dtype and device of the inputs), registers the derivatives
 with autograd (``backward`` = the core's adjoint, ``jvp`` = its derivative,
 so reverse mode, ``torch.autograd.forward_ad`` and ``torch.func.jvp`` work),
-and nothing else.
+gives ``torch.func.vmap`` a rule (mapped calls join the core's batch, see
+``_Join``), and nothing else: batching, shapes and messages stay the core's.
 """
 
 from __future__ import annotations
