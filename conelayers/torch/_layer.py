@@ -103,8 +103,8 @@ class _Call:
         """The vmap joined into this call's solve that a vmap rule of its
         derivatives runs under, if any: the same level and size, and the
         mapped tensors shaped as one mapped call's (``shapes``: which). A vmap
-        over whole cotangents or tangents of the solve (jacrev's, jacfwd's, a
-        vectorized jacobian's) is none of them."""
+        over whole cotangents or tangents of the solve (jacrev's, jacfwd's,
+        also of an already joined solve, as in jacrev(vmap(f))) is none of them."""
         level = _vmap_level()
         seen = [None if d is None else tuple(t.shape[:d] + t.shape[d + 1:])
                 for t, d in zip(tensors, dims, strict=True)]
