@@ -220,3 +220,21 @@ def test_second_derivatives_are_refused_by_name(rng):
     torch.testing.assert_close(first, func.grad(loss)(q), rtol=0, atol=0)
     with pytest.raises(NotImplementedError, match=message):
         first.sum().backward()
+
+
+def test_jacobians_set_the_derivative_up_once(monkeypatch, rng):
+    """jacrev's and jacfwd's basis vectors are VJPs / JVPs of one solution:
+    its derivative (the factorization) is set up once per item, not per vector."""
+    import conelayers._diff as diff
+
+    prob, params, variables = small_qp()
+    layer = CvxpyLayer(prob, params, variables)
+    q, G, h = qp_values(rng)
+    made = []
+    at = diff.ItemDerivative.at.__func__
+    monkeypatch.setattr(diff.ItemDerivative, "at",
+                        classmethod(lambda cls, *a, **k: (made.append(1), at(cls, *a, **k))[1]))
+    for jacobian in (func.jacrev, func.jacfwd):
+        made.clear()
+        assert jacobian(lambda q_: layer(q_, G, h)[0])(q).shape == (4, 4)
+        assert len(made) == 1, jacobian
