@@ -172,8 +172,23 @@ def test_for_each_default_judges_groups_by_their_time_per_item():
 
 @two_cores
 def test_for_each_explicit_jobs_are_used_as_given():
-    # Items far shorter than _THREADED_ITEM still go to two threads when asked.
-    assert len(_for_each_threads(20, 2, 0.001)) == 2
+    """Items far shorter than _THREADED_ITEM still go to two threads when asked.
+
+    The first item of each chunk (0 and 10) waits for the other at a barrier,
+    which only two threads can pass: observing which threads happened to run
+    the items instead failed once on a loaded machine, one pool thread taking
+    both chunks while the other waited for the GIL."""
+    barrier = threading.Barrier(2, timeout=10)
+    used = {}
+
+    def fn(i):
+        if i in (0, 10):
+            barrier.wait()
+        used[i] = threading.get_ident()
+
+    _parallel.for_each(fn, 20, 2)
+    assert sorted(used) == list(range(20))
+    assert len(set(used.values())) == 2
     assert _for_each_threads(20, 1, 0.001) == {threading.get_ident()}
 
 
