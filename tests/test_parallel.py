@@ -128,13 +128,21 @@ def test_pipelines_from_concurrent_callers_all_complete():
     assert results == {k: list(range(25)) for k in range(5)}
 
 
-def _for_each_threads(count, jobs, seconds, items=None):
+def _for_each_threads(count, jobs, seconds, items=None, meet=()):
+    """The threads that ran ``for_each``'s calls. The calls ``meet`` (the first
+    of each chunk where two threads are expected) wait for each other at a
+    barrier, which only as many threads can pass: observing which threads
+    happened to run the calls instead failed once on a loaded machine, one pool
+    thread taking both chunks while the other waited for the GIL."""
     used = {}
+    barrier = threading.Barrier(len(meet), timeout=10) if meet else None
 
     def fn(i):
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:  # holds the GIL, like refinement
             pass
+        if barrier is not None and i in meet:
+            barrier.wait()
         used[i] = threading.get_ident()
 
     if items is None:
@@ -154,8 +162,9 @@ two_cores = pytest.mark.skipif(_parallel.worker_count(None, 2) < 2, reason="need
 
 @two_cores
 def test_for_each_default_spreads_long_items():
-    # The first item runs on the caller, timed; the rest in two chunks of ~16 ms.
-    threads = _for_each_threads(9, None, 2 * _parallel._THREADED_ITEM)
+    # The first item runs on the caller, timed; the rest in two chunks of ~16 ms
+    # (items 1–4 and 5–8).
+    threads = _for_each_threads(9, None, 2 * _parallel._THREADED_ITEM, meet=(1, 5))
     assert len(threads - {threading.get_ident()}) == 2
 
 
@@ -167,28 +176,15 @@ def test_for_each_default_judges_groups_by_their_time_per_item():
     call counted as one item is spread."""
     long_call = 4 * _parallel._THREADED_ITEM
     assert _for_each_threads(5, None, long_call, items=16) == {threading.get_ident()}
-    assert len(_for_each_threads(5, None, long_call, items=1) - {threading.get_ident()}) == 2
+    spread = _for_each_threads(5, None, long_call, items=1, meet=(1, 3))  # chunks 1–2, 3–4
+    assert len(spread - {threading.get_ident()}) == 2
 
 
 @two_cores
 def test_for_each_explicit_jobs_are_used_as_given():
-    """Items far shorter than _THREADED_ITEM still go to two threads when asked.
-
-    The first item of each chunk (0 and 10) waits for the other at a barrier,
-    which only two threads can pass: observing which threads happened to run
-    the items instead failed once on a loaded machine, one pool thread taking
-    both chunks while the other waited for the GIL."""
-    barrier = threading.Barrier(2, timeout=10)
-    used = {}
-
-    def fn(i):
-        if i in (0, 10):
-            barrier.wait()
-        used[i] = threading.get_ident()
-
-    _parallel.for_each(fn, 20, 2)
-    assert sorted(used) == list(range(20))
-    assert len(set(used.values())) == 2
+    """Items far shorter than _THREADED_ITEM still go to two threads when asked
+    (chunks 0–9 and 10–19)."""
+    assert len(_for_each_threads(20, 2, 0.001, meet=(0, 10))) == 2
     assert _for_each_threads(20, 1, 0.001) == {threading.get_ident()}
 
 
