@@ -5,9 +5,13 @@ unknown batch sizes); ``tf.custom_gradient`` registers the core's adjoint as
 the gradient. The backward pass needs the forward pass's Solution (with its
 factorizations): graphs cannot carry a Python object from one op to another,
 so the forward op returns a key into a small registry of pending solutions,
-and the backward op pops it. If the entry is gone (a persistent tape asking
-twice, or more than ``_PENDING`` forward passes without a backward), the
-backward op re-solves from the inputs, which gives the same solution.
+and the backward op takes it from there. The last solution differentiated
+stays at hand until the next forward pass, so that more derivatives of the
+same pass reuse it and its factorization: ``tape.jacobian``'s rows, a
+persistent tape asked twice, the JVP ``ForwardAccumulator`` asks for right
+after the forward pass. If the entry is gone (more than ``_PENDING``
+forward passes without a backward, or a forward pass in between), the
+derivative re-solves from the inputs, which gives the same solution.
 
 Forward mode: ``tf.autodiff.ForwardAccumulator`` obtains JVPs by
 differentiating the gradient function with respect to its cotangent (the
@@ -60,6 +64,9 @@ class CvxpyLayer:
                                      canon_backend=canon_backend, executor=executor,
                                      chunk_size=chunk_size)
         self._pending: OrderedDict[int, Solution] = OrderedDict()
+        # The last pass differentiated, (key, solution): held for its further
+        # derivatives until the next forward pass (see the module docstring).
+        self._recent: tuple[int, Solution] | None = None
         self._keys = itertools.count()
         self._lock = threading.Lock()
 
@@ -83,6 +90,10 @@ class CvxpyLayer:
                                 executor=call.executor)
 
     def _forward_np(self, dtype, call, *arrays):
+        with self._lock:
+            # A new pass: the last one differentiated lets its factors go before
+            # this one's are made (a training loop holds one step's, as before).
+            self._recent = None
         solution = self._solve(arrays, call, call.throw)
         with self._lock:
             key = next(self._keys)
@@ -100,29 +111,39 @@ class CvxpyLayer:
         return (np.int64(key), *[np.asarray(v, dtype=dtype) for v in solution.values], status)
 
     def _solution(self, key, arrays, call) -> Solution:
+        """The solution of forward pass ``key``: the last one differentiated, a
+        pending one, or (gone) the inputs solved again; it becomes the last one
+        differentiated."""
+        key = int(key)
         with self._lock:
-            solution = self._pending.pop(int(key), None)
-        return solution if solution is not None else self._solve(arrays, call, False)
+            if self._recent is not None and self._recent[0] == key:
+                return self._recent[1]
+            solution = self._pending.pop(key, None)
+        if solution is None:
+            solution = self._solve(arrays, call, False)
+        with self._lock:
+            self._recent = (key, solution)
+        return solution
 
     def _adjoint_np(self, dtype, n_params, call, key, *args):
         arrays, douts = args[:n_params], args[n_params:]
         grads = self._solution(key, arrays, call).adjoint(*douts)
         return [np.asarray(g, dtype=dtype) for g in grads]
 
-    def _derivative_np(self, dtype, n_params, call, *args):
-
+    def _derivative_np(self, dtype, n_params, call, key, *args):
         arrays, dparams = args[:n_params], args[n_params:]
-        douts = self._solve(arrays, call, False).derivative(*dparams)
+        douts = self._solution(key, arrays, call).derivative(*dparams)
         return [np.asarray(d, dtype=dtype) for d in douts]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_pending"], state["_keys"], state["_lock"]
+        del state["_pending"], state["_recent"], state["_keys"], state["_lock"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pending, self._keys, self._lock = OrderedDict(), itertools.count(), threading.Lock()
+        self._pending, self._recent = OrderedDict(), None
+        self._keys, self._lock = itertools.count(), threading.Lock()
 
     def __repr__(self) -> str:
         return f"conelayers.tensorflow.{self.layer!r}"
@@ -182,7 +203,7 @@ def _vjp(layer, key, xs, douts, dtype, n_params, call):
                                                                               strict=True)]
             douts = _as_list(tf.numpy_function(
                 lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
-                [*xs, *tangents], [dtype] * len(cotangents), stateful=True))
+                [key, *xs, *tangents], [dtype] * len(cotangents), stateful=True))
             for d, c in zip(douts, cotangents, strict=True):
                 d.set_shape(c.shape)
             return douts
