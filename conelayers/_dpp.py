@@ -509,9 +509,8 @@ def _render(obj: Any) -> str:
         base = _render(obj.args[0])
         if obj.p.parameters():  # CVXPY prints a parametric power as `PowerApprox(x, None)`
             return f"power({base}, {obj.p})"
-        value = _exponent(obj)
-        name = _POWER_FUNCTIONS.get(value)
-        return f"{name}({base})" if name else f"power({base}, {value:g})"
+        name = _atom_name(obj)
+        return f"power({base}, {_exponent(obj):g})" if name == "power" else f"{name}({base})"
     if isinstance(obj, BinaryOperator):
         # CVXPY prints a * (b * x) as `a * b * x`; keep the grouping visible.
         left, right = obj.args
@@ -526,18 +525,14 @@ def _render(obj: Any) -> str:
         return f"-{_operand(obj.args[0], True)}"
     if isinstance(obj, Promote):
         return _render(obj.args[0])
-    if isinstance(obj, QuadForm):  # (prints itself as `QuadForm(x, P)`)
-        return f"quad_form({_render(obj.args[0])}, {_render(obj.args[1])})"
+    # Atoms printed with their arguments but not CVXPY's data (axis None, keepdims):
+    # `sum(x)`, `norm(x, 2)`, `sum_squares(x)`, `quad_over_lin(x, y)`, `quad_form(x, P)`.
     axis = getattr(obj, "axis", None)
     tail = "" if axis is None else f", axis={axis}"
-    if isinstance(obj, Sum):
-        return f"sum({_render(obj.args[0])}{tail})"
-    if isinstance(obj, Pnorm):
-        return f"norm({_render(obj.args[0])}, {float(obj.p):g}{tail})"
-    if isinstance(obj, quad_over_lin):
-        if _divides_by_one(obj):
-            return f"sum_squares({_render(obj.args[0])}{tail})"
-        return f"quad_over_lin({_render(obj.args[0])}, {_render(obj.args[1])}{tail})"
+    if isinstance(obj, Sum | Pnorm | quad_over_lin | QuadForm):
+        args = obj.args[:1] if isinstance(obj, Sum) or _divides_by_one(obj) else obj.args
+        extra = [f"{float(obj.p):g}"] if isinstance(obj, Pnorm) else []
+        return f"{_atom_name(obj)}({', '.join([_render(a) for a in args] + extra)}{tail})"
     if isinstance(obj, Atom) and type(obj).name is Atom.name:
         data = [str(d) for d in (obj.get_data() or [])]
         return f"{_atom_name(obj)}({', '.join([_render(a) for a in obj.args] + data)})"
@@ -549,8 +544,10 @@ def _exponent(power: Power) -> float:
     return float(np.asarray(power.p.value))
 
 
-def _divides_by_one(obj: quad_over_lin) -> bool:
-    """Whether ``quad_over_lin(x, y)`` is ``sum_squares(x)`` (y the constant 1)."""
+def _divides_by_one(obj: Any) -> bool:
+    """Whether ``obj`` is ``quad_over_lin(x, 1)``, i.e. ``sum_squares(x)``."""
+    if not isinstance(obj, quad_over_lin):
+        return False
     y = obj.args[1]
     return bool(y.is_constant() and not y.parameters() and np.all(y.value == 1))
 
@@ -591,7 +588,7 @@ def _new_name(names: Sequence[str], prefix: str = "") -> str:
 
 # CVXPY class names of atoms whose function name differs (cp.power builds a PowerApprox).
 _FUNCTION_NAMES = {
-    "Power": "power", "Pnorm": "pnorm", "QuadForm": "quad_form", "GeoMean": "geo_mean",
+    "Power": "power", "QuadForm": "quad_form", "GeoMean": "geo_mean",
     "MatrixFrac": "matrix_frac", "Sum": "sum", "Trace": "trace",
 }
 
@@ -602,7 +599,7 @@ def _atom_name(expr: Any) -> str:
         return _POWER_FUNCTIONS.get(_exponent(expr), "power")
     if isinstance(expr, Pnorm):
         return "norm"
-    if isinstance(expr, quad_over_lin) and _divides_by_one(expr):
+    if _divides_by_one(expr):
         return "sum_squares"
     name = type(expr).__name__
     name = name[: -len("Approx")] if name.endswith("Approx") else name

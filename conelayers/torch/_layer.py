@@ -73,13 +73,12 @@ class CvxpyLayer(torch.nn.Module):
         """
         tensors, dtype, device = _as_tensors(self.layer.program.parameters, params)
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
-        if torch.is_grad_enabled():
+        # Without gradients no factors are kept for a derivative (torch.no_grad()).
+        call.differentiable = torch.is_grad_enabled()
+        if call.differentiable or _vmap_level() is not None:  # (torch.func: vmap's rule)
             outputs = _Solve.apply(call, *tensors)
-        elif _vmap_level() is not None:  # under torch.func (vmap's rule), no factors kept
-            call.differentiable = False
-            outputs = _Solve.apply(call, *tensors)
-        else:  # forward only: no autograd record at all, no factors kept for one
-            outputs = call.forward(tensors, differentiable=False)
+        else:  # forward only: no autograd record at all
+            outputs = call.forward(tensors)
         assert call.solution is not None
         return (*outputs, call.solution.status) if return_status else tuple(outputs)
 
@@ -120,12 +119,10 @@ class _Call:
                      torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
                      for a in arrays)
 
-    def forward(self, tensors: Sequence[torch.Tensor],
-                differentiable: bool | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         arrays = [_numpy(t) for t in tensors]
-        self.solution = self.layer._solution(
-            arrays, self.solver_args, self.throw, self.executor,
-            differentiable=self.differentiable if differentiable is None else differentiable)
+        self.solution = self.layer._solution(arrays, self.solver_args, self.throw,
+                                             self.executor, differentiable=self.differentiable)
         return self.to_torch(self.solution.values)  # type: ignore[return-value]
 
 
