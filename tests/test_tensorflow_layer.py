@@ -64,18 +64,28 @@ def test_gradients_match_central_differences(name, rng):
     assert rel_err(inner([g.numpy() for g in grads], d), fd) <= 1e-6
 
 
-@pytest.mark.parametrize("name", ["sparsemax", "qp", "geometric"])
-def test_forward_accumulator_gives_the_core_jvp(name, rng):
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name", ["sparsemax", "qp", "geometric", "psd_projection"])
+def test_forward_accumulator_gives_the_core_jvp(name, graph, rng):
+    """Also inside tf.function, where every JVP was zero (tf.custom_gradient's
+    IdentityN gave the outputs zero tangents first; see _forward_mode_in_graphs)."""
     case = CASES[name]()
     values = case.sample_batch(rng, 2)
     tangents = random_direction(case, values, rng)
-    params = [tf.constant(v) for v in values]
-    with tf.autodiff.ForwardAccumulator(params, [tf.constant(t) for t in tangents]) as acc:
-        outs = tf_layer(case)(*params)
+    layer = tf_layer(case)
+
+    def jvps(params, dirs):
+        with tf.autodiff.ForwardAccumulator(params, dirs) as acc:
+            outs = layer(*params)
+        return [acc.jvp(o) for o in outs]
+
+    got = (tf.function(jvps) if graph else jvps)([tf.constant(v) for v in values],
+                                                 [tf.constant(t) for t in tangents])
     core = conelayers.CvxpyLayer(case.problem, case.parameters, case.variables, gp=case.gp)
     expected = core.solve(*values).derivative(*tangents)
-    for o, ref in zip(outs, expected, strict=True):
-        np.testing.assert_allclose(acc.jvp(o).numpy(), ref, atol=1e-10)
+    assert any(np.abs(ref).max() > 1e-3 for ref in expected)  # a JVP of zeros would fail
+    for o, ref in zip(got, expected, strict=True):
+        np.testing.assert_allclose(o.numpy(), ref, atol=1e-10)
 
 
 def _counting_solves(layer):
@@ -121,10 +131,14 @@ def test_derivatives_of_one_pass_reuse_its_solution(graph, rng):
             np.testing.assert_allclose(batch.numpy()[i, k], row[i], atol=1e-12)
     made.clear()
     tangent = rng.standard_normal(z.shape)
-    zt = tf.constant(z)
-    with tf.autodiff.ForwardAccumulator(zt, tf.constant(tangent)) as acc:
-        (x,) = layer(zt)
-    np.testing.assert_allclose(acc.jvp(x).numpy(), core.derivative(tangent)[0], atol=1e-12)
+
+    def jvp(zt, tt):
+        with tf.autodiff.ForwardAccumulator(zt, tt) as acc:
+            (x,) = layer(zt)
+        return acc.jvp(x)
+
+    got = (tf.function(jvp) if graph else jvp)(tf.constant(z), tf.constant(tangent))
+    np.testing.assert_allclose(got.numpy(), core.derivative(tangent)[0], atol=1e-12)
     assert len(made) == 1
 
 
@@ -189,6 +203,65 @@ def test_float32_in_float32_out_and_mixed_dtypes_rejected(rng):
     with pytest.raises(ParameterError, match=r"must all have the same dtype; got "
                        r"parameters\[0\]: float32, parameters\[1\]: float64"):
         tf_layer(qp)(tf.zeros(5, tf.float32), tf.ones((2, 5), tf.float64), tf.zeros(2))
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_in_half_out_rounded_once(half, graph, rng):
+    """float16 and bfloat16 (Keras' mixed precision): the outputs, gradients
+    and forward-mode tangents are float64's answers for the same values,
+    rounded once to the inputs' dtype."""
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    dtype = tf.as_dtype(half)
+    z = tf.cast(tf.constant(case.sample_batch(rng, 3)[0]), dtype)
+    w = tf.cast(tf.constant(rng.standard_normal(z.shape)), dtype)
+    t = tf.cast(tf.constant(rng.standard_normal(z.shape)), dtype)
+
+    def run(z_, w_, t_):
+        with tf.autodiff.ForwardAccumulator(z_, t_) as acc, tf.GradientTape() as tape:
+            tape.watch(z_)
+            (x,) = layer(z_)
+            loss = tf.reduce_sum(x * w_)
+        return x, tape.gradient(loss, z_), acc.jvp(x)
+
+    fn = tf.function(run) if graph else run
+    x, g, jv = fn(z, w, t)
+    x64, g64, jv64 = run(*[tf.cast(a, tf.float64) for a in (z, w, t)])
+    for got, wide in ((x, x64), (g, g64), (jv, jv64)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got.numpy(), tf.cast(wide, dtype).numpy())
+    # ... and float64's answers are the core's, to its accuracy.
+    np.testing.assert_allclose(x64.numpy(), conelayers.CvxpyLayer(
+        case.problem, case.parameters, case.variables)(tf.cast(z, tf.float64).numpy())[0],
+        atol=1e-12)
+
+
+def test_keras_mixed_precision_policy_fits(rng):
+    """Under the "mixed_float16" policy the Dense layer hands float16 scores
+    to the optimization layer, which returns float16 probabilities."""
+    n = 4
+    x = cp.Variable(n)
+    z = cp.Parameter(n)
+    simplex = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input(shape=(3,))
+        probs = KerasCvxpyLayer(simplex, [z], [x])(keras.layers.Dense(n)(inputs))
+        model = keras.Model(inputs, probs)
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        features = rng.standard_normal((64, 3)).astype(np.float32)
+        targets = np.eye(n, dtype=np.float32)[
+            np.argmax(features @ rng.standard_normal((3, n)), 1)]
+        losses = model.fit(features, targets, epochs=8, batch_size=16, verbose=0).history["loss"]
+        predicted = model.predict(features[:8], verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert predicted.dtype == np.float16
+    np.testing.assert_allclose(predicted.astype(np.float64).sum(axis=1), 1.0, atol=4e-3)
+    assert (predicted >= 0).all()
 
 
 def test_failed_item_in_a_batch_eager_and_graph():

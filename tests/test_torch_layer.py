@@ -233,6 +233,24 @@ def test_float32_in_float32_out_and_gradients_too(rng):
     torch.testing.assert_close(x.double(), x64, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_in_half_out_rounded_once(half, rng):
+    """float16 and bfloat16: outputs and gradients are float64's answers for
+    the same values, rounded once to the inputs' dtype."""
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample_batch(rng, 3)[0]).to(half).requires_grad_()
+    w = torch.tensor(rng.standard_normal(z.shape)).to(half)
+    (x,) = layer(z)
+    (x * w).sum().backward()
+    z64 = z.detach().double().requires_grad_()
+    (x64,) = layer(z64)
+    (x64 * w.double()).sum().backward()
+    assert x.dtype == half and z.grad.dtype == half
+    torch.testing.assert_close(x, x64.to(half), rtol=0, atol=0)
+    torch.testing.assert_close(z.grad, z64.grad.to(half), rtol=0, atol=0)
+
+
 def test_mixed_dtypes_and_devices_are_rejected():
     case = CASES["affine_projection"]()
     layer = torch_layer(case)

@@ -31,9 +31,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record  # what tf.custom_gradient records with
 
 from .. import _layer as core
-from .._errors import ParameterError, describe_keras_config
+from .._errors import describe_keras_config
 from .._program import ParameterSpec
 from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
@@ -49,7 +50,7 @@ class CvxpyLayer:
     Same arguments as :class:`conelayers.CvxpyLayer`; a drop-in for
     cvxpylayers 0.1.x's ``cvxpylayers.tensorflow.CvxpyLayer``. Calling
     ``layer(*params)`` returns a tuple of tensors with the dtype of the inputs
-    (float32 or float64; the solve runs in float64), eagerly or inside
+    (float16, bfloat16, float32 or float64; the solve runs in float64), eagerly or inside
     ``tf.function``. With ``return_status=True`` a last element, a string
     tensor of per-item status names (``conelayers.Status[name]``), follows.
     """
@@ -80,7 +81,15 @@ class CvxpyLayer:
         check_shapes(self.layer.program.parameters,
                      [None if t.shape.rank is None else tuple(t.shape) for t in tensors])
         call = _CallOptions(solver_args, throw, executor)
-        outputs, status = _differentiable_solve(self, tensors, dtype, call)
+        if dtype in (tf.float32, tf.float64):
+            outputs, status = _differentiable_solve(self, tensors, dtype, call)
+        else:
+            # float16 and bfloat16 (Keras' mixed precision) travel as float64,
+            # which holds them exactly, and the outputs are rounded once, back
+            # to the inputs' dtype; tf.cast's own gradient casts the gradients.
+            wide = [tf.cast(t, tf.float64) for t in tensors]
+            outputs, status = _differentiable_solve(self, wide, tf.float64, call)
+            outputs = [tf.cast(o, dtype) for o in outputs]
         return (*outputs, status) if return_status else tuple(outputs)
 
     # -- NumPy callbacks (run at execution time, eagerly or inside a graph) ----
@@ -164,6 +173,7 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions)
     n_params = len(tensors)
     out_shapes = _static_output_shapes(program, tensors)
     status_box: list[tf.Tensor] = []
+    grad_box: list[Any] = []
 
     @tf.custom_gradient
     def solve(*xs):
@@ -181,10 +191,36 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions)
                      for o, d in zip(outs, douts, strict=True)]
             return _vjp(layer, key, xs, douts, dtype, n_params, call)
 
+        grad_box.append(grad)
         return outs, grad
 
     outputs = solve(*tensors)
+    if not tf.executing_eagerly():
+        outputs = _forward_mode_in_graphs(outputs, tensors, grad_box[0])
     return outputs, status_box[0]
+
+
+def _forward_mode_in_graphs(outputs, tensors, grad):
+    """The outputs again, recorded so that a ``ForwardAccumulator`` inside a
+    ``tf.function`` sees the gradient function (and so the JVP, see the module
+    docstring).
+
+    In a graph, ``tf.custom_gradient`` passes its outputs and inputs through one
+    ``IdentityN`` op, which an accumulator differentiates as an identity before
+    the custom gradient is recorded; the solve's outputs come from a
+    ``numpy_function``, which has no derivative, so they get zero tangents there,
+    and an accumulator keeps the first tangent it gets. Every JVP inside a
+    ``tf.function`` was zero. Made here under a stopped tape and recorded with the
+    same gradient function (what ``tf.custom_gradient`` does, through TensorFlow's
+    own ``record`` module: no public API records an operation), these outputs
+    get the accumulator's double-backward JVP; tapes get the same gradient as
+    before, and graph gradients (``tf.gradients``, a tape outside the
+    ``tf.function``) go through the identity to the custom gradient."""
+    with record.stop_recording():
+        fresh = [tf.identity(o) for o in outputs]
+    record.record_operation("conelayers_solve", fresh, list(tensors),
+                            lambda *douts: list(grad(*douts)))
+    return fresh
 
 
 def _vjp(layer, key, xs, douts, dtype, n_params, call):
@@ -259,11 +295,6 @@ def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
     check_uniform("dtype", [(i, d.name) for i, d in given],
                   "Cast them to one dtype, e.g. with `tf.cast(x, tf.float64)`.")
     dtype = given[0][1] if given else tf.float64
-    if dtype not in (tf.float32, tf.float64):
-        raise ParameterError(
-            f"parameter tensors must be float32 or float64; got {dtype.name}. Cast them "
-            "with `tf.cast`."
-        )
     tensors = [tf.cast(t, dtype) for t in converted]
     return tensors, dtype
 
