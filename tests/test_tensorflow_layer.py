@@ -205,6 +205,13 @@ def test_float32_in_float32_out_and_mixed_dtypes_rejected(rng):
         tf_layer(qp)(tf.zeros(5, tf.float32), tf.ones((2, 5), tf.float64), tf.zeros(2))
 
 
+def _simplex(n):
+    """Projection onto the simplex of R^n (sparsemax): the problem, z, x."""
+    x = cp.Variable(n)
+    z = cp.Parameter(n)
+    return cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0]), z, x
+
+
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 def test_half_precision_in_half_out_rounded_once(half, graph, rng):
@@ -241,9 +248,7 @@ def test_keras_mixed_precision_policy_fits(rng):
     """Under the "mixed_float16" policy the Dense layer hands float16 scores
     to the optimization layer, which returns float16 probabilities."""
     n = 4
-    x = cp.Variable(n)
-    z = cp.Parameter(n)
-    simplex = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    simplex, z, x = _simplex(n)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -314,9 +319,7 @@ def test_static_errors_are_raised_at_trace_time():
 def test_keras_model_fit_decreases_the_loss(rng):
     """A tiny model whose last layer projects onto the simplex (sparsemax)."""
     n = 4
-    x = cp.Variable(n)
-    z = cp.Parameter(n)
-    simplex = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    simplex, z, x = _simplex(n)
     inputs = keras.Input(shape=(3,), dtype="float32")
     scores = keras.layers.Dense(n)(inputs)
     probs = KerasCvxpyLayer(simplex, [z], [x])(scores)
@@ -336,9 +339,7 @@ def test_keras_model_saves_its_weights_and_says_why_not_its_config(rng, tmp_path
     """model.save (a .keras config) is refused with our reason and the way
     that works; the weights round-trip into the same model built again."""
     n = 4
-    x = cp.Variable(n)
-    z = cp.Parameter(n)
-    simplex = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.sum(x) == 1, x >= 0])
+    simplex, z, x = _simplex(n)
 
     def build():
         inputs = keras.Input(shape=(3,), dtype="float32")

@@ -10,17 +10,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cvxpy as cp  # noqa: E402
+from problems import CASES  # noqa: E402
 from torch._dynamo.testing import CompileCounter  # noqa: E402
 
 import conelayers._layer as core  # noqa: E402
 from conelayers.torch import CvxpyLayer  # noqa: E402
 
 
-def sparsemax_layer(n=6):
-    x, y = cp.Variable(n), cp.Parameter(n)
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0])
-    return CvxpyLayer(prob, [y], [x])
+def sparsemax_layer():
+    case = CASES["sparsemax"]()  # n = 6
+    return CvxpyLayer(case.problem, case.parameters, case.variables)
 
 
 class Model(torch.nn.Module):
@@ -98,14 +97,9 @@ def test_compiling_the_layer_itself_runs_it_eagerly(rng):
     (got,) = compiled(y)
     (want,) = layer(y)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    # Sparsemax's closed form: the Euclidean projection onto the simplex.
-    sorted_y = np.sort(y.detach().numpy(), axis=1)[:, ::-1]
-    k = np.arange(1, 7)
-    cumulative = np.cumsum(sorted_y, axis=1) - 1
-    support = (sorted_y - cumulative / k > 0).sum(axis=1)
-    tau = cumulative[np.arange(5), support - 1] / support
-    closed = np.maximum(y.detach().numpy() - tau[:, None], 0)
-    np.testing.assert_allclose(got.detach().numpy(), closed, atol=1e-10)
+    closed = CASES["sparsemax"]().closed_form
+    for item, y_item in zip(got.detach().numpy(), y.detach().numpy(), strict=True):
+        np.testing.assert_allclose(item, closed([y_item])[0], atol=1e-10)
 
 
 def test_fullgraph_is_refused_with_the_reason(rng):

@@ -81,15 +81,14 @@ class CvxpyLayer:
         check_shapes(self.layer.program.parameters,
                      [None if t.shape.rank is None else tuple(t.shape) for t in tensors])
         call = _CallOptions(solver_args, throw, executor)
-        if dtype in (tf.float32, tf.float64):
-            outputs, status = _differentiable_solve(self, tensors, dtype, call)
-        else:
-            # float16 and bfloat16 (Keras' mixed precision) travel as float64,
-            # which holds them exactly, and the outputs are rounded once, back
-            # to the inputs' dtype; tf.cast's own gradient casts the gradients.
-            wide = [tf.cast(t, tf.float64) for t in tensors]
-            outputs, status = _differentiable_solve(self, wide, tf.float64, call)
-            outputs = [tf.cast(o, dtype) for o in outputs]
+        # float16 and bfloat16 (Keras' mixed precision) travel as float64, which
+        # holds them exactly, and the outputs are rounded once, back to the
+        # inputs' dtype (tf.cast's own gradient casts the gradients; a cast to
+        # the dtype a tensor has already is the tensor itself).
+        carrier = dtype if dtype in (tf.float32, tf.float64) else tf.float64
+        outputs, status = _differentiable_solve(
+            self, [tf.cast(t, carrier) for t in tensors], carrier, call)
+        outputs = [tf.cast(o, dtype) for o in outputs]
         return (*outputs, status) if return_status else tuple(outputs)
 
     # -- NumPy callbacks (run at execution time, eagerly or inside a graph) ----
