@@ -1,7 +1,9 @@
 """The PyTorch front-end under ``torch.func``: grad, vjp, jacrev, jacfwd,
 vmap and their compositions, against the NumPy core's derivatives, central
-differences of re-solves, the layer's own batching and per-sample loops; and
-second derivatives, which the layer does not provide, refused by name."""
+differences of re-solves, the layer's own batching and per-sample loops;
+``torch.autograd.functional`` (jvp by double backward, vectorized
+Jacobians); and second derivatives, which the layer does not provide,
+refused by name."""
 
 from __future__ import annotations
 
@@ -220,6 +222,110 @@ def test_second_derivatives_are_refused_by_name(rng):
     torch.testing.assert_close(first, func.grad(loss)(q), rtol=0, atol=0)
     with pytest.raises(NotImplementedError, match=message):
         first.sum().backward()
+    # torch.autograd.functional's second derivatives; and the derivative of
+    # a JVP by double backward (linear in its tangent, not in q)
+    functional = torch.autograd.functional
+    ones = torch.ones(4)
+    for second in (lambda: functional.hessian(loss, q),
+                   lambda: functional.hessian(loss, q, vectorize=True),
+                   lambda: functional.hvp(loss, q, ones),
+                   lambda: functional.vhp(loss, q, ones)):
+        with pytest.raises(NotImplementedError, match=message):
+            second()
+    _, tangent = functional.jvp(lambda q_: layer(q_, G, h)[0], tracked, ones, create_graph=True)
+    with pytest.raises(NotImplementedError, match=message):
+        torch.autograd.grad(tangent.sum(), tracked)
+    with pytest.raises(NotImplementedError, match=message):
+        func.jacrev(lambda q_: func.jvp(lambda p: layer(p, G, h)[0], (q_,), (ones,))[1])(q)
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_autograd_functional_jvp_by_double_backward(batch, rng):
+    """torch.autograd.functional.jvp differentiates a VJP in its cotangent
+    (the VJP is linear there, its derivative is the JVP): against the core's
+    JVP and central differences of re-solves, and the dot-product test
+    against functional.vjp (⟨w, J v⟩ = ⟨Jᵀ w, v⟩)."""
+    prob, params, variables = small_qp()
+    layer = CvxpyLayer(prob, params, variables)
+    core = conelayers.CvxpyLayer(prob, params, variables)
+    values = qp_values(rng, *batch)
+    directions = tuple(torch.tensor(rng.standard_normal(v.shape)) for v in values)
+    functional = torch.autograd.functional
+    _, got = functional.jvp(lambda *p: layer(*p)[0], values, directions)
+    solution = core.solve(*[v.numpy() for v in values])
+    (want,) = solution.derivative(*[d.numpy() for d in directions])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    eps = 1e-6
+    plus, minus = (core.solve(*[(v + sign * eps * d).numpy()
+                                for v, d in zip(values, directions, strict=True)]).values[0]
+                   for sign in (1, -1))
+    np.testing.assert_allclose(got.numpy(), (plus - minus) / (2 * eps), atol=1e-6)
+    w = torch.tensor(rng.standard_normal(got.shape))
+    _, grads = functional.vjp(lambda *p: layer(*p)[0], values, w)
+    lhs = float((w * got).sum())
+    rhs = sum(float((g * d).sum()) for g, d in zip(grads, directions, strict=True))
+    assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_vectorized_jacobians_match_the_loop_and_central_differences(batch, rng):
+    """functional.jacobian with vectorize=True (the backward under PyTorch's
+    legacy vmap, is_grads_batched) and its forward-mode strategy equal the
+    row-by-row Jacobian, which equals central differences of re-solves."""
+    prob, params, variables = small_qp()
+    layer = CvxpyLayer(prob, params, variables)
+    core = conelayers.CvxpyLayer(prob, params, variables)
+    q, G, h = qp_values(rng, *batch)
+    jacobian = torch.autograd.functional.jacobian
+
+    def f(q_, G_):
+        return layer(q_, G_, h)[0]
+
+    loop = jacobian(f, (q, G))
+    for kwargs in ({"vectorize": True}, {"vectorize": True, "strategy": "forward-mode"}):
+        for got, want in zip(jacobian(f, (q, G), **kwargs), loop, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    eps = 1e-6
+    for index in [(*[0] * len(batch), 1), (*[0] * len(batch), 3)]:
+        shifted = [q.numpy().copy() for _ in range(2)]
+        shifted[0][index] += eps
+        shifted[1][index] -= eps
+        plus, minus = (core.solve(s, G.numpy(), h.numpy()).values[0] for s in shifted)
+        column = loop[0][(Ellipsis, *index)].numpy()
+        np.testing.assert_allclose(column, (plus - minus) / (2 * eps), atol=1e-6)
+    # is_grads_batched itself: each row of the result is one VJP
+    x = f(q.clone().requires_grad_(), G)
+    rows = torch.eye(x.numel()).reshape(-1, *x.shape)
+    tracked = q.clone().requires_grad_()
+    (batched,) = torch.autograd.grad(f(tracked, G), tracked, rows, is_grads_batched=True)
+    torch.testing.assert_close(batched.reshape(x.numel(), -1),
+                               loop[0].reshape(x.numel(), -1), rtol=0, atol=1e-12)
+
+
+def test_derivatives_of_the_derivatives_in_their_vectors(rng):
+    """The VJP is linear in its cotangent and the JVP in its tangent: their
+    derivatives there are each other, with torch.func and plain autograd
+    (first derivatives of the solution map, so not refused)."""
+    prob, params, variables = small_qp()
+    layer = CvxpyLayer(prob, params, variables)
+    q, G, h = qp_values(rng)
+
+    def f(q_):
+        return layer(q_, G, h)[0]
+
+    u, du, v = (torch.tensor(rng.standard_normal(4)) for _ in range(3))
+    _, vjp_fn = func.vjp(f, q)
+    # forward mode through the VJP in its cotangent: the VJP of the tangent
+    _, tangent = func.jvp(lambda u_: vjp_fn(u_)[0], (u,), (du,))
+    torch.testing.assert_close(tangent, vjp_fn(du)[0], rtol=0, atol=1e-12)
+    # reverse mode through the JVP in its tangent: the VJP
+    _, back = func.vjp(lambda v_: func.jvp(f, (q,), (v_,))[1], v)
+    torch.testing.assert_close(back(u)[0], vjp_fn(u)[0], rtol=0, atol=1e-12)
+    # and through the VJP in its cotangent, by plain autograd: the JVP
+    tracked, cotangent = q.clone().requires_grad_(), u.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(f(tracked), tracked, cotangent, create_graph=True)
+    (again,) = torch.autograd.grad(grad, cotangent, v)
+    torch.testing.assert_close(again, func.jvp(f, (q,), (v,))[1], rtol=0, atol=1e-12)
 
 
 def test_jacobians_set_the_derivative_up_once(monkeypatch, rng):
@@ -234,7 +340,11 @@ def test_jacobians_set_the_derivative_up_once(monkeypatch, rng):
     at = diff.ItemDerivative.at.__func__
     monkeypatch.setattr(diff.ItemDerivative, "at",
                         classmethod(lambda cls, *a, **k: (made.append(1), at(cls, *a, **k))[1]))
-    for jacobian in (func.jacrev, func.jacfwd):
+    functional = torch.autograd.functional.jacobian
+    for jacobian in (func.jacrev, func.jacfwd,
+                     lambda f: lambda q_: functional(f, q_, vectorize=True),
+                     lambda f: lambda q_: functional(f, q_, vectorize=True,
+                                                     strategy="forward-mode")):
         made.clear()
         assert jacobian(lambda q_: layer(q_, G, h)[0])(q).shape == (4, 4)
         assert len(made) == 1, jacobian

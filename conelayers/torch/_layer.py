@@ -142,11 +142,16 @@ class _Solve(torch.autograd.Function):
     Its derivatives are autograd Functions of their own (``_Adjoint``,
     ``_Tangent``): under ``torch.func`` the cotangents and tangents are
     functorch-wrapped tensors without storage, and only a Function's forward
-    sees them as plain tensors at every transform level. They take the
-    parameters as inputs too (unused): so that differentiating a derivative
-    again reaches them and says that it cannot, where a derivative that
-    depended on the parameters only through the solution it holds would
-    have made ``torch.func.hessian`` return zeros.
+    sees them as plain tensors at every transform level. Both are linear maps
+    at one solution, so their own derivatives in the cotangents or tangents
+    are each other (``torch.autograd.functional.jvp``, a JVP by double
+    backward, works). Their derivatives in the parameters would be second
+    derivatives of the solution map, which the layer does not provide. They
+    take the parameters as inputs too (unused by the map) so that asking for
+    those says that it cannot, where a derivative that depended on the
+    parameters only through the solution it holds would have made
+    ``torch.func.hessian`` return zeros (:func:`_refuse_asked`,
+    :func:`_refuse_parameter_tangents`).
     """
 
     @staticmethod
@@ -166,20 +171,18 @@ class _Solve(torch.autograd.Function):
         if not any(present):
             return (None,) * (1 + len(ctx.call.layer.program.parameters))
         needs = tuple(ctx.needs_input_grad[1:])
-        cotangents = [g for g in grad_outputs if g is not None]
         if torch.is_grad_enabled() or _vmap_level() is not None:
             # Recorded (create_graph=True) or under torch.func: through the Function.
-            grads = iter(_Adjoint.apply(ctx.call, present, needs, *cotangents,
-                                        *ctx.saved_tensors))
+            grads = _vjp(ctx.call, needs, grad_outputs, ctx.saved_tensors)
         else:  # a plain backward: the same VJP without a Function's ~0.1 ms of dispatch
-            grads = iter(_Adjoint.forward(ctx.call, present, needs, *cotangents))
-        return (None, *[next(grads) if need else None for need in needs])
+            it = iter(_Adjoint.forward(ctx.call, present, needs,
+                                       *[g for g in grad_outputs if g is not None]))
+            grads = [next(it) if need else None for need in needs]
+        return (None, *grads)
 
     @staticmethod
     def jvp(ctx: Any, _call_tangent: Any, *tangents: torch.Tensor | None) -> tuple[Any, ...]:
-        present = tuple(t is not None for t in tangents)
-        return _Tangent.apply(ctx.call, present, *[t for t in tangents if t is not None],
-                              *ctx.saved_tensors)
+        return _jvp(ctx.call, tangents, ctx.saved_tensors)
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call,
@@ -189,37 +192,108 @@ class _Solve(torch.autograd.Function):
         return _join_vmap(call, info.batch_size, in_dims[1:], tensors)
 
 
-class _Derivative(torch.autograd.Function):
-    """What the layer's two derivatives share: they are linear maps at one
-    solution, and not differentiable again (first derivatives only)."""
+def _vjp(call: _Call, needs: Sequence[bool], cotangents: Sequence[torch.Tensor | None],
+         params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """The recorded VJP at a call's solution: one gradient per parameter that
+    ``needs`` one (None for the others and where every cotangent is None)."""
+    present = tuple(g is not None for g in cotangents)
+    if not any(present) or not any(needs):
+        return [None] * len(needs)
+    grads = iter(_Adjoint.apply(call, present, tuple(needs),
+                                *[g for g in cotangents if g is not None], *_edges(params)))
+    return [next(grads) if need else None for need in needs]
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx: Any, *grad_outputs: Any) -> Any:
+def _jvp(call: _Call, tangents: Sequence[torch.Tensor | None],
+         params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The recorded JVP at a call's solution: one tangent per output (zeros
+    where every parameter tangent is None)."""
+    present = tuple(t is not None for t in tangents)
+    if not any(present):
+        assert call.solution is not None
+        return call.to_torch(np.zeros_like(v) for v in call.solution.values)  # type: ignore[return-value]
+    return _Tangent.apply(call, present, *[t for t in tangents if t is not None],
+                          *_edges(params))
+
+
+def _edges(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters as inputs of a derivative: views, each a node of its
+    own in the graph, which autograd runs only where the derivative's own
+    derivative in that parameter is asked for (see :func:`_refuse_asked`)."""
+    return [p.view_as(p) for p in params]
+
+
+def _keep_parameters(ctx: Any, params: Sequence[torch.Tensor]) -> None:
+    """A derivative's context: the parameters that follow its vectors
+    (unused by the map, there to refuse its own derivatives in them)."""
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*params)
+    ctx.save_for_forward(*params)
+
+
+def _refuse_asked(params: Sequence[torch.Tensor]) -> None:
+    """Reverse mode through a derivative: its derivative in the parameters,
+    where the backward pass under way asks for one, would be a second
+    derivative. A Function's backward returns the gradients of all its
+    inputs that require one, asked for or not (``torch.autograd.functional.
+    jvp`` asks only for the cotangents'); whether autograd will run a
+    parameter's view (:func:`_edges`) tells. ``_will_engine_execute_node``
+    is private, what PyTorch's own ``register_multi_grad_hook`` uses."""
+    if any(p.grad_fn is not None and torch._C._will_engine_execute_node(p.grad_fn)  # pyright: ignore[reportAttributeAccessIssue]
+           for p in params):
         raise NotImplementedError(describe_second_order("PyTorch"))
 
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
+
+def _refuse_parameter_tangents(tangents: Sequence[Any]) -> None:
+    """Forward mode through a derivative: tangents of the parameters ask for
+    a second derivative (each Function's jvp sees which inputs have one)."""
+    if any(t is not None for t in tangents):
         raise NotImplementedError(describe_second_order("PyTorch"))
 
 
-class _Adjoint(_Derivative):
+class _Adjoint(torch.autograd.Function):
     """The core's VJP at the solution of one call: output cotangents (one per
     ``present`` output) → the gradients of the parameters that need one
     (``needs``). The parameters follow the cotangents (see ``_Solve``)."""
 
     @staticmethod
     def forward(call: _Call, present: tuple[bool, ...], needs: tuple[bool, ...],
-                *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                *tensors: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         assert call.solution is not None
-        it = iter(tensors[: sum(present)])
-        grads = call.solution.adjoint(*[_numpy(next(it)) if p else None for p in present])
-        return call.to_torch([g for g, need in zip(grads, needs, strict=True)
-                              if need])  # type: ignore[return-value]
+        solution = call.solution
 
+        def vjp(cotangents: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+            it = iter(cotangents)
+            grads = solution.adjoint(*[_numpy(next(it)) if p else None for p in present])
+            return call.to_torch([g for g, need in zip(grads, needs, strict=True) if need])
+
+        return _legacy_vmapped(tensors[: sum(present)], vjp)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.call, ctx.present, ctx.needs = inputs[:3]
+        _keep_parameters(ctx, inputs[3 + sum(ctx.present):])
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
+        """Linear in the cotangents: its adjoint there is the JVP (of
+        parameter tangents ``grads``); in the parameters, refused."""
+        params = ctx.saved_tensors
+        _refuse_asked(params)
+        it = iter(grads)
+        outputs = _jvp(ctx.call, [next(it) if need else None for need in ctx.needs], params)
+        return (None, None, None, *[o for o, p in zip(outputs, ctx.present, strict=True) if p],
+                *[None] * len(params))
+
+    @staticmethod
+    def jvp(ctx: Any, _call: Any, _present: Any, _needs: Any, *tangents: Any) -> Any:
+        """Linear in the cotangents: its JVP there is itself."""
+        count = sum(ctx.present)
+        _refuse_parameter_tangents(tangents[count:])
+        it = iter(tangents[:count])
+        grads = _vjp(ctx.call, ctx.needs, [next(it) if p else None for p in ctx.present],
+                     ctx.saved_tensors)
+        return tuple(g for g, need in zip(grads, ctx.needs, strict=True) if need)
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call, present: tuple[bool, ...],
              needs: tuple[bool, ...], *tensors: torch.Tensor) -> Any:
@@ -242,17 +316,46 @@ class _Adjoint(_Derivative):
         return split, (0,) * len(split)
 
 
-class _Tangent(_Derivative):
+class _Tangent(torch.autograd.Function):
     """The core's JVP at the solution of one call: parameter tangents (one
     per ``present`` parameter) → output tangents. The parameters follow the
     tangents (see ``_Solve``)."""
 
     @staticmethod
-    def forward(call: _Call, present: tuple[bool, ...], *tensors: torch.Tensor) -> Any:
+    def forward(call: _Call, present: tuple[bool, ...], *tensors: torch.Tensor
+                ) -> tuple[torch.Tensor | None, ...]:
         assert call.solution is not None
-        it = iter(tensors[: sum(present)])
-        dparams = [_numpy(next(it)) if p else None for p in present]
-        return call.to_torch(call.solution.derivative(*dparams))
+        solution = call.solution
+
+        def jvp(tangents: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+            it = iter(tangents)
+            return call.to_torch(solution.derivative(
+                *[_numpy(next(it)) if p else None for p in present]))
+
+        return _legacy_vmapped(tensors[: sum(present)], jvp)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.call, ctx.present = inputs[:2]
+        _keep_parameters(ctx, inputs[2 + sum(ctx.present):])
+
+    @staticmethod
+    def backward(ctx: Any, *cotangents: torch.Tensor | None) -> tuple[Any, ...]:
+        """Linear in the tangents: its adjoint there is the VJP (of output
+        cotangents); in the parameters, refused."""
+        params = ctx.saved_tensors
+        _refuse_asked(params)
+        grads = _vjp(ctx.call, ctx.present, cotangents, params)
+        return (None, None, *[g for g, p in zip(grads, ctx.present, strict=True) if p],
+                *[None] * len(params))
+
+    @staticmethod
+    def jvp(ctx: Any, _call: Any, _present: Any, *tangents: Any) -> Any:
+        """Linear in the tangents: its JVP there is itself."""
+        count = sum(ctx.present)
+        _refuse_parameter_tangents(tangents[count:])
+        it = iter(tangents[:count])
+        return _jvp(ctx.call, [next(it) if p else None for p in ctx.present], ctx.saved_tensors)
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call, present: tuple[bool, ...],
@@ -268,6 +371,33 @@ class _Tangent(_Derivative):
         outputs = _Tangent.apply(call, present, *joined, *tensors[count:])
         split = tuple(join.split_output(o) for o in outputs)
         return split, (0,) * len(split)
+
+
+def _legacy_vmapped(vectors: Sequence[torch.Tensor],
+                    fn: Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor | None, ...]]
+                    ) -> tuple[torch.Tensor | None, ...]:
+    """``fn`` (a derivative at one solution) of ``vectors`` that may be
+    batched by PyTorch's legacy vmap: ``torch.autograd.grad(...,
+    is_grads_batched=True)`` and so ``torch.autograd.functional.jacobian``
+    and ``hessian`` with ``vectorize=True`` run the backward (or forward-mode)
+    pass under it, on tensors without storage. Their batch is taken apart
+    (``fn`` of each of its V slices, with the factorization the first one
+    builds) and put together again. PyTorch has no public API for this; the
+    level is the legacy vmap's nesting depth, which ``torch._vmap_internals``
+    itself sets and reads."""
+    legacy: Any = torch._C  # (private, untyped)
+    if not any(legacy._functorch.is_legacy_batchedtensor(v) for v in vectors):
+        return fn(vectors)
+    level = legacy._vmapmode_increment_nesting() - 1  # the innermost legacy vmap's
+    legacy._vmapmode_decrement_nesting()
+    # (V, ...) for a vector batched there, (1, ...) for one that is not
+    physical = [torch._remove_batch_dim(v, level, 1, 0)  # pyright: ignore[reportPrivateImportUsage]
+                for v in vectors]
+    size = max(p.shape[0] for p in physical)
+    results = [fn([p[k if p.shape[0] == size else 0] for p in physical]) for k in range(size)]
+    return tuple(None if parts[0] is None else
+                 torch._add_batch_dim(torch.stack(parts), 0, level)  # pyright: ignore[reportPrivateImportUsage]
+                 for parts in zip(*results, strict=True))
 
 
 def _map_slices(size: int, dims: Sequence[int | None], tensors: Sequence[torch.Tensor],
