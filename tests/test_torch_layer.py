@@ -36,11 +36,14 @@ def as_function(case, layer):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradcheck_reverse_and_forward_mode_on_the_zoo(name, rng):
+    """gradcheck in both modes, with its batched checks: reverse mode under
+    PyTorch's older vmap (is_grads_batched), forward mode under torch.func's."""
     case = CASES[name]()
     layer = torch_layer(case)
     inputs = tuple(torch.tensor(v, requires_grad=True) for v in case.sample(rng))
     assert torch.autograd.gradcheck(as_function(case, layer), inputs, eps=1e-6, atol=1e-6,
                                     rtol=1e-5, check_forward_ad=True,
+                                    check_batched_grad=True, check_batched_forward_grad=True,
                                     check_undefined_grad=False)
 
 
