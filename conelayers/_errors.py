@@ -199,6 +199,17 @@ def describe_second_order(frontend: str) -> str:
     )
 
 
+def describe_warm_start() -> str:
+    """Message for cvxpylayers' ``warm_start=True`` (its MOREAU GPU solver only)."""
+    return (
+        "`warm_start` must be False; got True. conelayers starts every solve at the "
+        "solver's own starting point and, by default, refines the answer to rounding "
+        "accuracy, where a warm start would not change it (cvxpylayers accepts "
+        "warm_start=True only with its MOREAU GPU solver, which conelayers does not have). "
+        "Call the layer without warm_start."
+    )
+
+
 def describe_keras_config() -> str:
     """Message for saving a model with a KerasCvxpyLayer in Keras' own formats."""
     return (

@@ -326,6 +326,21 @@ def test_errors_users_already_catch():
     assert issubclass(DPPError, ValueError)
 
 
+def test_cvxpylayers_warm_start_argument(monkeypatch, rng):
+    """cvxpylayers 1.2's forward takes warm_start (True only with its MOREAU
+    GPU solver): False is accepted and changes nothing; True is refused by
+    name before any solve, as a ValueError like theirs."""
+    case = CASES["qp"]()
+    layer = torch_layer(case)
+    values = [torch.tensor(v) for v in case.sample(rng)]
+    for got, want in zip(layer(*values, warm_start=False), layer(*values), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    import conelayers._layer as core
+    monkeypatch.setattr(core.CvxpyLayer, "_solution", lambda *a, **k: pytest.fail("solved"))
+    with pytest.raises(ValueError, match=r"^`warm_start` must be False; got True\. .*MOREAU"):
+        layer(*values, warm_start=True)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ((torch.zeros(5), torch.ones(2, 5)), r"expected 3 parameter value\(s\)"),
     ((torch.zeros(4), torch.ones(2, 5), torch.zeros(2)),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import _layer as core
-from .._errors import describe_second_order
+from .._errors import ParameterError, describe_second_order, describe_warm_start
 from .._program import ParameterSpec
 from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
@@ -75,12 +75,17 @@ class CvxpyLayer(torch.nn.Module):
         throw: bool | None = None,
         return_status: bool = False,
         executor: Any = None,
+        warm_start: bool = False,
     ) -> tuple[Any, ...]:
         """``layer(*params) -> tuple of tensors`` (``+ (status,)`` if ``return_status``).
 
         ``status`` is a tuple of :class:`conelayers.Status`, one per item;
         with ``throw=False`` failed items are NaN and contribute no gradient.
+        ``warm_start``: cvxpylayers 1.2's argument, accepted as False (see
+        :func:`describe_warm_start`).
         """
+        if warm_start:
+            raise ParameterError(describe_warm_start())
         tensors, dtype, device = _as_tensors(self.layer.program.parameters, params)
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
         # Without gradients no factors are kept for a derivative (torch.no_grad()).
