@@ -7,6 +7,7 @@ import copy
 import pickle
 import threading
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -448,3 +449,107 @@ def test_only_a_forward_pass_that_can_be_differentiated_keeps_factors(monkeypatc
     tracked.sum().backward()
     assert told == [False, True]
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
+
+
+# -- PyTorch machinery around the layer ----------------------------------------
+
+
+def sparsemax_model(rng, n_in=3):
+    """A linear map into the zoo's sparsemax: a model as users build one."""
+    case = CASES["sparsemax"]()
+    n = case.parameters[0].shape[0]
+    torch.manual_seed(int(rng.integers(2**31)))
+    return case, torch.nn.Linear(n_in, n), torch_layer(case)
+
+
+def test_checkpointed_block_gives_the_plain_gradients(rng):
+    """torch.utils.checkpoint re-runs the block (the layer solves again) in the
+    backward pass: the same gradients as without checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    _, linear, layer = sparsemax_model(rng)
+    inputs = torch.tensor(rng.standard_normal((4, 3)))
+
+    def block(t):
+        return layer(linear(t))[0]
+
+    grads = []
+    for run in (block, lambda t: checkpoint(block, t, use_reentrant=False)):
+        linear.zero_grad()
+        (run(inputs) ** 2).sum().backward()
+        grads.append([p.grad.clone() for p in linear.parameters()])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_inference_mode_is_like_no_grad(monkeypatch, rng):
+    """Under torch.inference_mode() the outputs are inference tensors, equal to
+    a tracked call's, and the core is told no derivative follows."""
+    import conelayers._layer as core_layer
+
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    told = []
+    solve_batch = core_layer.solve_batch
+    monkeypatch.setattr(core_layer, "solve_batch", lambda *a, **k: (
+        told.append(k["differentiable"]), solve_batch(*a, **k))[1])
+    value = torch.tensor(case.sample_batch(rng, 3)[0])
+    with torch.inference_mode():
+        (inferred,) = layer(value)
+    (tracked,) = layer(value.clone().requires_grad_())
+    assert told == [False, True] and torch.is_inference(inferred)
+    torch.testing.assert_close(inferred, tracked.detach(), rtol=0, atol=0)
+
+
+def test_cpu_autocast_to_bfloat16(rng):
+    """Under CPU autocast the linear layer hands the layer bfloat16: its outputs
+    and the gradient it passes back are bfloat16, float64's answers rounded once."""
+    case, linear, layer = sparsemax_model(rng)
+    linear.float()  # (autocast lowers float32 work, not float64)
+    inputs = torch.tensor(rng.standard_normal((4, 3)), dtype=torch.float32)
+    w = torch.tensor(rng.standard_normal((4, linear.out_features)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = linear(inputs)
+        z.retain_grad()
+        (x,) = layer(z)
+    (x * w).sum().backward()
+    z64 = z.detach().double().requires_grad_()
+    (x64,) = layer(z64)
+    (x64 * w.to(torch.bfloat16).double()).sum().backward()
+    assert z.dtype == x.dtype == z.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x, x64.to(torch.bfloat16), rtol=0, atol=0)
+    torch.testing.assert_close(z.grad, z64.grad.to(torch.bfloat16), rtol=0, atol=0)
+    for row, z_row in zip(x64.detach().numpy(), z64.detach().numpy(), strict=True):
+        np.testing.assert_allclose(row, case.closed_form([z_row])[0], atol=1e-10)
+
+
+def test_retained_graph_backward_twice_accumulates(rng):
+    """backward(retain_graph=True) twice: twice the gradient, exactly (the
+    solution and its factorization serve both)."""
+    case = CASES["qp"]()
+    layer = torch_layer(case)
+    values = [torch.tensor(v, requires_grad=True) for v in case.sample(rng)]
+    (x,) = layer(*values)[:1]
+    loss = (x ** 2).sum()
+    loss.backward(retain_graph=True)
+    once = [v.grad.clone() for v in values]
+    loss.backward()
+    for v, g in zip(values, once, strict=True):
+        torch.testing.assert_close(v.grad, 2 * g, rtol=0, atol=0)
+
+
+def test_in_place_edits_of_outputs_and_expanded_inputs(rng):
+    """An output edited in place is differentiated through the edit; an
+    expanded (stride-0) input gets the gradients of all its rows summed."""
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    base = torch.tensor(case.sample(rng)[0], requires_grad=True)
+    w = torch.tensor(rng.standard_normal((3, base.numel())))
+    (x,) = layer(base.expand(3, -1))
+    x.mul_(2.0)
+    (x * w).sum().backward()
+    tracked = base.detach().clone().requires_grad_()
+    (plain,) = layer(tracked)
+    (plain * (2.0 * w.sum(dim=0))).sum().backward()
+    torch.testing.assert_close(base.grad, tracked.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x.detach(), 2.0 * plain.detach().expand(3, -1), rtol=0, atol=0)
