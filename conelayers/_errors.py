@@ -210,6 +210,17 @@ def describe_warm_start() -> str:
     )
 
 
+def describe_xla() -> str:
+    """Message for a TensorFlow layer traced for XLA (``jit_compile=True``)."""
+    return (
+        "a conelayers layer cannot be compiled by XLA (tf.function(jit_compile=True), "
+        "Keras' model.compile(jit_compile=True)): its solve runs NumPy and the solvers' C "
+        "code through tf.numpy_function, which XLA has no kernel for. Leave jit_compile "
+        "off for the function or model that calls the layer (Keras: model.compile(..., "
+        "jit_compile=False)); tf.function without it runs the layer inside the graph."
+    )
+
+
 def describe_keras_config() -> str:
     """Message for saving a model with a KerasCvxpyLayer in Keras' own formats."""
     return (

@@ -316,6 +316,32 @@ def test_static_errors_are_raised_at_trace_time():
         layer(tf.constant([np.nan] * 5), tf.ones((2, 5), tf.float32), tf.zeros(2))
 
 
+def test_xla_compilation_is_refused_at_trace_time_with_the_way_out(monkeypatch, rng):
+    """tf.function(jit_compile=True), directly or around a plain tf.function,
+    and Keras' jit_compile=True: NotImplementedError at trace time saying why
+    and what to turn off (XLA's own error came only when the graph ran, about
+    a 'PyFunc' kernel); without jit_compile the same function runs."""
+    n = 4
+    simplex, z, x = _simplex(n)
+    layer = CvxpyLayer(simplex, [z], [x])
+    monkeypatch.setattr(layer.layer, "solve", lambda *a, **k: pytest.fail("solved"))
+    value = tf.constant(rng.standard_normal((2, n)))
+    message = r"cannot be compiled by XLA .*jit_compile=False"
+    for fn in (tf.function(lambda v: layer(v)[0], jit_compile=True),
+               tf.function(lambda v: tf.function(lambda u: layer(u)[0])(v), jit_compile=True)):
+        with pytest.raises(NotImplementedError, match=message):
+            fn(value)
+    inputs = keras.Input(shape=(3,), dtype="float32")
+    model = keras.Model(inputs, KerasCvxpyLayer(simplex, [z], [x])(keras.layers.Dense(n)(inputs)))
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    features = rng.standard_normal((8, 3)).astype(np.float32)
+    with pytest.raises(NotImplementedError, match=message):
+        model.fit(features, np.full((8, n), 1 / n, np.float32), epochs=1, verbose=0)
+    monkeypatch.undo()
+    plain = tf.function(lambda v: layer(v)[0])(value).numpy()
+    np.testing.assert_allclose(plain.sum(axis=1), 1.0, atol=1e-12)
+
+
 def test_keras_model_fit_decreases_the_loss(rng):
     """A tiny model whose last layer projects onto the simplex (sparsemax)."""
     n = 4

@@ -32,9 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record  # what tf.custom_gradient records with
+from tensorflow.python.ops import control_flow_util  # what tf.function's XLA context uses
 
 from .. import _layer as core
-from .._errors import describe_keras_config
+from .._errors import describe_keras_config, describe_xla
 from .._program import ParameterSpec
 from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
@@ -75,6 +76,11 @@ class CvxpyLayer:
     def __call__(self, *params: Any, solver_args: Mapping[str, Any] | None = None,
                  throw: bool | None = None, return_status: bool = False,
                  executor: Any = None) -> tuple[Any, ...]:
+        if not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(
+                tf.compat.v1.get_default_graph()):
+            # (XLA's own error comes only when the graph runs: "No registered
+            # 'PyFunc' OpKernel for XLA_CPU_JIT devices".)
+            raise NotImplementedError(describe_xla())
         tensors, dtype = _as_tensors(self.layer.program.parameters, params)
         # What can be judged before running (count, static shapes, batch sizes) is
         # judged now, so that even inside tf.function it raises ParameterError.
