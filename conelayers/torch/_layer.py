@@ -299,6 +299,7 @@ class _Adjoint(torch.autograd.Function):
         grads = _vjp(ctx.call, ctx.needs, [next(it) if p else None for p in ctx.present],
                      ctx.saved_tensors)
         return tuple(g for g, need in zip(grads, ctx.needs, strict=True) if need)
+
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], call: _Call, present: tuple[bool, ...],
              needs: tuple[bool, ...], *tensors: torch.Tensor) -> Any:
