@@ -31,9 +31,10 @@ TIGHT = {"eps": 1e-12, "refine": 5}
 def lp(n: int, m: int):
     """min cᵀx s.t. Gx ≤ h, −1 ≤ x ≤ 1 (random data: a unique vertex almost surely).
 
-    The box is written as two linear constraints on purpose: ``cp.abs(x) <= 1``
-    would add auxiliary variables t ≥ |x| that are not unique where |x| < 1,
-    making the cone program's derivative singular (see README, Derivatives).
+    The box is written as two linear constraints, which is also what the layer
+    makes of ``cp.abs(x) <= 1`` (conelayers/_rewrite.py: CVXPY would add
+    auxiliary variables t ≥ |x|, not unique where |x| < 1, which make the cone
+    program's derivative singular).
     """
     x = cp.Variable(n)
     c, G, h = cp.Parameter(n), cp.Parameter((m, n)), cp.Parameter(m)

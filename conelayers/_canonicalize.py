@@ -44,6 +44,7 @@ from ._cones import ConeLayout
 from ._dpp import dpp_error_message, is_compliant
 from ._errors import DPPError, ParameterError
 from ._program import OutputMap, ParameterSpec, ParametricConeProgram
+from ._rewrite import Replaced, without_free_epigraphs
 from ._typing import FloatArray, IntArray
 
 __all__ = ["canonicalize"]
@@ -103,12 +104,15 @@ def canonicalize(
 
     gp_log_params: dict[int, cp.Parameter] = {}
     gp_var_ids: dict[int, int] = {}
-    target, dgp2dcp, dgp_inverse = problem, None, None
+    dgp2dcp, dgp_inverse = None, None
+    replaced: dict[int, Replaced] = {}
     if gp:
         dgp2dcp = Dgp2Dcp(problem)
         target, dgp_inverse = dgp2dcp.apply(problem)
         gp_log_params = {p.id: lp for p, lp in dgp2dcp.canon_methods._parameters.items()}
         gp_var_ids = {k: v[0] for k, v in dgp2dcp.var_id_map.items()}
+    else:
+        target, replaced = without_free_epigraphs(problem)
 
     with warnings.catch_warnings():
         # CVXPY reads `.value` of sparse parameters while canonicalizing and warns
@@ -180,7 +184,8 @@ def canonicalize(
             if probes is None:
                 probes = _probe_duals(chain, inverse_data, dgp2dcp, dgp_inverse, n, m)
             con, k = duals[var.id]
-            R = _dual_recovery(con, k, probes, n, m)
+            R = (_dual_recovery(con, k, probes, n, m) if con.id not in replaced
+                 else _replaced_recovery(replaced[con.id], probes, n, m))
             outputs.append(OutputMap(f"{var} (dual of {con})", var.shape, R, dual=True))
 
     sign = -1.0 if isinstance(problem.objective, cp.Maximize) else 1.0
@@ -613,3 +618,18 @@ def _dual_recovery(con: cp.Constraint, k: int, probes, n: int, m: int) -> sp.csr
         )
     rows = np.flatnonzero(nz)
     return sp.csr_array((scale[nz], (rows, n + idx[nz])), shape=(scale.size, n + m))
+
+
+def _replaced_recovery(replaced: Replaced, probes, n: int, m: int) -> sp.csr_array:
+    """R for the dual variable of a rewritten constraint (see ``_rewrite``), from
+    those of the constraints it became: the Lagrangian term λ(|e| − r) is
+    λ₊(e − r) + λ₋(−e − r) with λ = λ₊ + λ₋, where at most one of the two bounds
+    is active; ‖e‖∞ ≤ r's λ is the sum of all its bounds'; ‖e‖₂ ≤ r's is the
+    SOC's dual in its scalar part."""
+    parts = [_dual_recovery(con, 0, probes, n, m) for con in replaced.constraints]
+    if replaced.dual == "soc":
+        return parts[0]
+    R = sp.csr_array(parts[0] + parts[1])
+    if replaced.dual == "total":
+        return sp.csr_array(np.asarray(R.sum(axis=0)).reshape(1, -1))
+    return R

@@ -39,6 +39,16 @@ def test_cluster_row_runs(tmp_path, monkeypatch):
     assert len(rows) == 3 and all(r["max_diff"] < 1e-10 for r in rows)
 
 
+def test_bounds_benchmark_runs_and_both_canonicalizations_agree():
+    import bounds
+
+    rows = bounds.main(repeats=1)
+    assert len(rows) == 2 * len(bounds.PROBLEMS)
+    for ours, theirs in zip(rows[::2], rows[1::2], strict=True):
+        assert ours["problem"] == theirs["problem"] and ours["n"] < theirs["n"]
+        assert ours["max_diff"] < 1e-10
+
+
 def test_gradient_error_is_absolute_where_the_exact_gradient_is_zero():
     pytest.importorskip("torch")
     import bench

@@ -72,3 +72,19 @@ def test_dpp_checker_flags_the_mistakes_and_accepts_the_fixes():
     import dpp_checker
 
     assert dpp_checker.main() == [(False, True)] * 3
+
+
+def test_mpc_fits_the_experts_plans_with_exact_gradients():
+    pytest.importorskip("torch")
+    import warnings
+
+    import mpc
+
+    from conelayers import ConelayersWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConelayersWarning)  # every item solved and certified
+        result = mpc.main()
+    assert result["gradient_error"] < 1e-6
+    assert 0.1 < result["saturated"] < 0.9  # the force bounds matter
+    assert result["last"] < 0.2 * result["first"] and result["held_out"] < 0.5 * result["first"]

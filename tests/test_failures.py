@@ -3,6 +3,8 @@ never poison the other items of the batch."""
 
 from __future__ import annotations
 
+import pathlib
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -155,6 +157,52 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
         p.value = v
     prob.solve(solver="SCS", eps_abs=1e-10, eps_rel=1e-10, max_iters=200_000)
     np.testing.assert_allclose(x, variables[0].value, atol=1e-8)
+
+
+def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too(monkeypatch):
+    """Where refinement stalls from the solve at refinement's own tolerance
+    (Clarabel at 1e-11 on small programs) and from the tight one (1e-12), the
+    item is solved at the tolerance given (Clarabel's 1e-8), from whose answer
+    it refines: examples/mpc.py's controller at a learned, unstable model
+    (found while training it), canonicalized as CVXPY does (the bound's
+    epigraph variable kept: conelayers._rewrite switched off), where both
+    tight solves stop AlmostSolved 3.7e-6 from the solution."""
+    import sys
+
+    import conelayers._canonicalize as canonicalization
+    import conelayers._engine as engine
+    import conelayers._refine as rf
+    from conelayers._validate import check_values
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+    from mpc import controller
+
+    monkeypatch.setattr(canonicalization, "without_free_epigraphs", lambda p: (p, {}))
+    prob, params, variables = controller(10)
+    layer = CvxpyLayer(prob, params, variables)
+    model = [0.6550813450087299, -0.07457955110173947, -0.23048930134047704,
+             1.5178889852078372, 0.11228366532207239, 0.44933023319369975]
+    values = [np.array([-1.5460225545916362, -3.1903629761566137]),
+              np.reshape(model[:4], (2, 2)), np.reshape(model[4:], (2, 1))]
+    solver, prepared = layer._engine.solver("Clarabel")
+    program = layer.program
+    A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
+    A = program.matrix(A_vals[0])
+    refining = solver.for_refinement(solver.translate_options({}), program.nnz)
+    residuals = []
+    for options in (refining, solver.tightened(refining), solver.translate_options({})):
+        raw = solver.solve(prepared, A, b[0], c[0], options)
+        residuals.append(rf.refine(layer._engine.structure, A, b[0], c[0], raw.x, raw.y,
+                                   raw.s).relative_residual)
+    # The premise: both tight answers stall, the given tolerance's refines.
+    assert min(residuals[:2]) > engine._CERTIFIED and residuals[2] < 1e-10
+    sol = layer.solve(*values)
+    assert sol.status == (Status.optimal,) and sol.residual[0] < 1e-10
+    for p, v in zip(params, values, strict=True):
+        p.value = v
+    # (CVXPY hands Clarabel the quadratic objective as such, no cone: accurate)
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    np.testing.assert_allclose(sol.values[0], variables[0].value, atol=1e-8)
 
 
 def test_refinement_that_stays_stalled_is_reported_inaccurate(monkeypatch):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from problems import CASES
 
+from conelayers._rewrite import without_free_epigraphs
 from conelayers._solvers import get_solver
 from conelayers.internal import canonicalize
 
@@ -54,9 +55,12 @@ def close(a, b, tol=ROUND):
 
 
 def cvxpy_data(case, values):
+    """CVXPY's data of the problem the layer canonicalizes (the user's, or its
+    rewrite without free epigraph variables: conelayers._rewrite)."""
     for p, v in zip(case.parameters, values, strict=True):
         p.value = v
-    data, _, _ = case.problem.get_problem_data(cp.DIFFCP, gp=case.gp)
+    problem = case.problem if case.gp else without_free_epigraphs(case.problem)[0]
+    data, _, _ = problem.get_problem_data(cp.DIFFCP, gp=case.gp)
     _, d, _, _ = data[cp.settings.PARAM_PROB].apply_parameters()
     return data, float(d)
 

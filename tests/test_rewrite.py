@@ -1,0 +1,96 @@
+"""Bound constraints canonicalized without CVXPY's epigraph variables
+(conelayers._rewrite): the same solutions and dual variables as CVXPY's own
+solve of the user's problem, gradients against central differences, a
+regular K where the bound is inactive (no free variable), the constraints that
+are not rewritten left to CVXPY, and the user's problem untouched."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from helpers import FORWARD_TOL, central_difference, inner, rel_err
+
+from conelayers import CvxpyLayer
+from conelayers._rewrite import without_free_epigraphs
+
+
+def projection(kind: str):
+    """min ‖x − z‖² + ‖Fx‖²-free: the projection of z onto a bound {kind(x) ≤ r},
+    x of 4 entries (2×2 for the Frobenius norm); z and r parameters."""
+    shape = (2, 2) if kind == "fro" else (4,)
+    x, z = cp.Variable(shape), cp.Parameter(shape)
+    r = cp.Parameter(nonneg=True)
+    bound = {"abs": lambda: cp.abs(x) <= r, "norm_inf": lambda: cp.norm(x, "inf") <= r,
+             "norm2": lambda: cp.norm(x, 2) <= r, "fro": lambda: cp.norm(x, "fro") <= r,
+             "abs_vector_bound": lambda: cp.abs(x) <= r + np.arange(4.0)}[kind]()
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [bound])
+    return problem, [z, r], [x, bound.dual_variables[0]], shape
+
+
+KINDS = ["abs", "norm_inf", "norm2", "fro", "abs_vector_bound"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("active", [True, False], ids=["active", "inactive"])
+def test_rewritten_bounds_match_cvxpy_and_central_differences(kind, active, rng):
+    problem, params, outputs, shape = projection(kind)
+    layer = CvxpyLayer(problem, params, outputs)
+    reference_n = problem.get_problem_data(cp.DIFFCP)[0]["A"].shape[1]
+    assert layer.program.n < reference_n  # no epigraph variable
+    z = rng.standard_normal(shape) * (3.0 if active else 0.1)
+    values = [z, np.array(1.0)]
+    solution = layer.solve(*values)
+    for p, v in zip(params, values, strict=True):
+        p.value = v
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    x, dual = solution.values
+    np.testing.assert_allclose(x, outputs[0].value, atol=FORWARD_TOL)
+    np.testing.assert_allclose(dual, problem.constraints[0].dual_value, atol=FORWARD_TOL)
+    assert (np.abs(dual).max() > 1e-3) == active
+    # inactive: the cone program's solution is unique, K regular (no least squares)
+    if not active:
+        (lin,) = solution._linearizations
+        lin.factor()
+        assert lin.regular
+    weights = [rng.standard_normal(x.shape), rng.standard_normal(np.shape(dual))]
+    direction = [rng.standard_normal(shape), np.array(rng.standard_normal())]
+    exact = inner(solution.adjoint(*weights), direction)
+    fd = central_difference(layer, values, direction, weights, 1e-6, {"eps": 1e-10})
+    assert rel_err(exact, fd) < 1e-5, (exact, fd)
+
+
+def test_what_is_not_rewritten_is_left_to_cvxpy(rng):
+    """Non-affine arguments, p ≠ 2, a vector bound on a scalar norm, an axis:
+    CVXPY's own canonicalization (the same columns), and its answers."""
+    x, z = cp.Variable(4), cp.Parameter(4)
+    r = cp.Parameter(4, nonneg=True)
+    cases = [(cp.abs(cp.square(x)) <= 1, [z]), (cp.norm(x, 3) <= 1, [z]),
+             (cp.norm(x, "inf") <= r, [z, r]),
+             (cp.norm_inf(cp.reshape(x, (2, 2), order="F"), axis=0) <= r[:2], [z, r])]
+    for bound, params in cases:
+        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [bound])
+        assert without_free_epigraphs(problem)[0] is problem
+        layer = CvxpyLayer(problem, params, [x])
+        assert layer.program.n == problem.get_problem_data(cp.DIFFCP)[0]["A"].shape[1]
+        values = [3.0 * rng.standard_normal(4), np.ones(4)][: len(params)]
+        (got,) = layer(*values)
+        for p, v in zip(params, values, strict=True):
+            p.value = v
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        np.testing.assert_allclose(got, x.value, atol=FORWARD_TOL)
+
+
+def test_the_users_problem_is_not_touched():
+    """The rewrite is a new problem, made once per problem (CVXPY's cache on it
+    serves every layer built from the problem); the user's constraints stay."""
+    problem, params, outputs, _ = projection("abs")
+    constraints = problem.constraints
+    first = CvxpyLayer(problem, params, outputs)
+    second = CvxpyLayer(problem, params, outputs)
+    assert [c.id for c in problem.constraints] == [c.id for c in constraints]
+    assert problem._cache.param_prog is None  # CVXPY never compiled the user's problem
+    target, replaced = without_free_epigraphs(problem)
+    assert target is without_free_epigraphs(problem)[0] and target is not problem
+    assert list(replaced) == [constraints[0].id]
+    assert first.program.n == second.program.n
