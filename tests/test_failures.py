@@ -112,7 +112,9 @@ def _stalling_nnls_item():
     """An NNLS + l1 item (A 50×20) on which refinement from Clarabel's answer at
     its default tolerance stalls at a relative residual of 1e-6 (its active set
     is wrong and no pivot finds the right one; found in the benchmark suite:
-    item 5 of its B = 1,024 batch, seed 0)."""
+    item 5 of its B = 1,024 batch, seed 0). Canonicalized as CVXPY does
+    (``cvxpy_canonicalization``): conelayers._rewrite would write the l1 term as
+    ``cp.sum(x)`` under ``x >= 0``, a program without the degeneracy."""
     m, n = 50, 20
     x = cp.Variable(n)
     A, b = cp.Parameter((m, n)), cp.Parameter(m)
@@ -122,6 +124,16 @@ def _stalling_nnls_item():
     return prob, [A, b], [x], [A_values[5], b_values[5]]
 
 
+@pytest.fixture
+def cvxpy_canonicalization(monkeypatch):
+    """Layers built meanwhile canonicalize the user's problem as CVXPY does,
+    auxiliary variables and all (conelayers._rewrite switched off)."""
+    import conelayers._canonicalize as canonicalization
+
+    monkeypatch.setattr(canonicalization, "without_free_epigraphs", lambda p: (p, {}))
+
+
+@pytest.mark.usefixtures("cvxpy_canonicalization")
 def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     import conelayers._engine as engine
     import conelayers._refine as rf
@@ -159,7 +171,8 @@ def test_stalled_refinement_is_re_solved_tightly_to_the_exact_solution():
     np.testing.assert_allclose(x, variables[0].value, atol=1e-8)
 
 
-def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too(monkeypatch):
+@pytest.mark.usefixtures("cvxpy_canonicalization")
+def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too():
     """Where refinement stalls from the solve at refinement's own tolerance
     (Clarabel at 1e-11 on small programs) and from the tight one (1e-12), the
     item is solved at the tolerance given (Clarabel's 1e-8), from whose answer
@@ -169,7 +182,6 @@ def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too(monkeypatch)
     tight solves stop AlmostSolved 3.7e-6 from the solution."""
     import sys
 
-    import conelayers._canonicalize as canonicalization
     import conelayers._engine as engine
     import conelayers._refine as rf
     from conelayers._validate import check_values
@@ -177,7 +189,6 @@ def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too(monkeypatch)
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
     from mpc import controller
 
-    monkeypatch.setattr(canonicalization, "without_free_epigraphs", lambda p: (p, {}))
     prob, params, variables = controller(10)
     layer = CvxpyLayer(prob, params, variables)
     model = [0.6550813450087299, -0.07457955110173947, -0.23048930134047704,
@@ -205,6 +216,7 @@ def test_stalled_refinement_is_re_solved_at_the_given_tolerance_too(monkeypatch)
     np.testing.assert_allclose(sol.values[0], variables[0].value, atol=1e-8)
 
 
+@pytest.mark.usefixtures("cvxpy_canonicalization")
 def test_refinement_that_stays_stalled_is_reported_inaccurate(monkeypatch):
     from conelayers import InaccurateSolutionWarning
     from conelayers._solvers.clarabel import ClarabelSolver

@@ -94,3 +94,58 @@ def test_the_users_problem_is_not_touched():
     assert target is without_free_epigraphs(problem)[0] and target is not problem
     assert list(replaced) == [constraints[0].id]
     assert first.program.n == second.program.n
+
+
+def nonnegative_lasso(declare: str, term: str):
+    """min ‖Ax − b‖² + λ·term(x) with x kept nonnegative (``declare``): a
+    declared attribute, ``x >= 0`` or ``0 <= x``; ``term`` ‖x‖₁ or Σ|xᵢ|."""
+    m, n = 12, 6
+    x = cp.Variable(n, nonneg=declare == "attribute")
+    A, b, lam = cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter(nonneg=True)
+    l1 = cp.norm(x, 1) if term == "norm1" else cp.sum(cp.abs(x))
+    bound = {"attribute": [], "x >= 0": [x >= 0], "0 <= x": [0 <= x]}[declare]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b) + lam * l1), bound)
+    return problem, [A, b, lam], x, bound
+
+
+@pytest.mark.parametrize("declare", ["attribute", "x >= 0", "0 <= x"])
+@pytest.mark.parametrize("term", ["norm1", "sum_abs"])
+def test_absolute_values_of_a_nonnegative_variable(declare, term, rng):
+    """|x| is x where the problem keeps x ≥ 0: no epigraph variables (whose
+    three active bounds at xᵢ = 0 made K singular), the same solution as CVXPY's,
+    gradients against central differences, and for ``x >= 0`` a dual that
+    satisfies the optimality conditions (its subgradient at xᵢ = 0 is 1)."""
+    problem, params, x, bound = nonnegative_lasso(declare, term)
+    outputs = [x, bound[0].dual_variables[0]] if bound else [x]
+    layer = CvxpyLayer(problem, params, outputs)
+    assert layer.program.n == x.size + 1  # x and the least-squares epigraph only
+    A, b = rng.standard_normal((12, 6)), rng.standard_normal(12)
+    values = [A, b, np.array(2.0)]
+    solution = layer.solve(*values)
+    (lin,) = solution._linearizations
+    lin.factor()
+    got = solution.values[0]
+    assert (got < 1e-9).any() and lin.regular  # zeros in x, and K regular all the same
+    for p, v in zip(params, values, strict=True):
+        p.value = v
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    np.testing.assert_allclose(got, x.value, atol=FORWARD_TOL)
+    if bound:
+        dual = solution.values[1]
+        gradient = 2 * A.T @ (A @ got - b)
+        np.testing.assert_allclose(dual, gradient + 2.0, atol=1e-9)  # ∇f + λ·1 − μ = 0
+        assert dual.min() > -1e-9 and np.abs(dual * got).max() < 1e-9
+    weights = [rng.standard_normal(o.shape) for o in solution.values]
+    direction = [rng.standard_normal(v.shape) for v in values]
+    exact = inner(solution.adjoint(*weights), direction)
+    fd = central_difference(layer, values, direction, weights, 1e-6, {"eps": 1e-10})
+    assert rel_err(exact, fd) < 1e-5, (exact, fd)
+
+
+def test_absolute_values_are_kept_where_the_variable_may_be_negative():
+    """A bound on part of x, a negative bound, |x − 1|: CVXPY's canonicalization."""
+    x = cp.Variable(4)
+    for extra, l1 in ((x[:2] >= 0, cp.norm(x, 1)), (x >= -1, cp.norm(x, 1)),
+                      (x >= 0, cp.norm(x - 1, 1))):
+        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - 2) + l1), [extra])
+        assert without_free_epigraphs(problem)[0] is problem
