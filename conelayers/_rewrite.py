@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import cvxpy as cp
 from cvxpy.atoms.elementwise.abs import abs as Abs
@@ -40,7 +41,6 @@ from cvxpy.atoms.norm1 import norm1
 from cvxpy.atoms.norm_inf import norm_inf
 from cvxpy.atoms.pnorm import Pnorm
 from cvxpy.constraints.nonpos import Inequality, NonNeg
-from cvxpy.expressions.expression import Expression
 
 __all__ = ["Replaced", "without_free_epigraphs"]
 
@@ -96,7 +96,7 @@ def _rewrite(problem: cp.Problem) -> tuple[cp.Problem, dict[int, Replaced]]:
             constraints.extend(new.constraints)
     if not replaced and objective is problem.objective:
         return problem, replaced
-    target = cp.Problem(objective, constraints)
+    target: Any = cp.Problem(objective, constraints)
     # Both rewrites keep DCP and DPP (an affine expression in place of a convex
     # one of the same value, linear or SOC constraints in place of convex ones);
     # checked all the same, the user's problem is canonicalized where they do not.
@@ -121,7 +121,7 @@ def _nonnegative_variables(problem: cp.Problem) -> set[int]:
     return ids
 
 
-def _simplified(expr: Expression, nonneg: set[int]) -> Expression:
+def _simplified(expr: Any, nonneg: set[int]) -> Any:  # (CVXPY's expressions: untyped)
     """``expr`` with ``abs(x)`` as ``x`` and ``norm(x, 1)`` as ``sum(x)`` for
     the variables x in ``nonneg``; ``expr`` itself where nothing changes."""
     if not nonneg or not expr.args:
