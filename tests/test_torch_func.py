@@ -348,3 +348,31 @@ def test_jacobians_set_the_derivative_up_once(monkeypatch, rng):
         made.clear()
         assert jacobian(lambda q_: layer(q_, G, h)[0])(q).shape == (4, 4)
         assert len(made) == 1, jacobian
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_tracing_the_layer_is_refused_by_name(rng):
+    """torch.func.linearize (make_fx underneath), make_fx and torch.jit.trace
+    would record the layer's NumPy work as constants: linearize's JVP was
+    uninitialized memory for every tangent (4.9e-324 and zeros, where the JVP
+    is O(1)). NotImplementedError instead, before anything is recorded; the
+    eager transforms are unchanged."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    prob, params, variables = small_qp()
+    layer = CvxpyLayer(prob, params, variables)
+    q, G, h = qp_values(rng)
+
+    def f(q_):
+        return layer(q_, G, h)[0]
+
+    message = "cannot be traced into a graph"
+    with pytest.raises(NotImplementedError, match=message):
+        func.linearize(f, q)
+    with pytest.raises(NotImplementedError, match=message):
+        make_fx(f)(q)
+    with pytest.raises(NotImplementedError, match=message):
+        torch.jit.trace(f, (q,), check_trace=False)
+    v = torch.tensor(rng.standard_normal(4))
+    _, tangent = func.jvp(f, (q,), (v,))
+    torch.testing.assert_close(tangent, func.jacfwd(f)(q) @ v, rtol=0, atol=1e-12)

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.fx.experimental.proxy_tensor import get_proxy_mode  # make_fx's tracing mode
 
 from .. import _layer as core
-from .._errors import ParameterError, describe_second_order, describe_warm_start
+from .._errors import ParameterError, describe_second_order, describe_tracing, describe_warm_start
 from .._program import ParameterSpec
 from .._solve import Solution
 from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
@@ -490,6 +491,11 @@ def _join_vmap(call: _Call, size: int, dims: Sequence[int | None],
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values for the core, float64 on the CPU; refused while a
+    trace records the call (its NumPy work would become constants of the graph:
+    ``torch.func.linearize`` returned uninitialized memory as every JVP)."""
+    if torch.jit.is_tracing() or get_proxy_mode() is not None:
+        raise NotImplementedError(describe_tracing("PyTorch"))
     return t.detach().to("cpu", torch.float64).numpy()
 
 
