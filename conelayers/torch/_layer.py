@@ -494,7 +494,7 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     """A tensor's values for the core, float64 on the CPU; refused while a
     trace records the call (its NumPy work would become constants of the graph:
     ``torch.func.linearize`` returned uninitialized memory as every JVP)."""
-    if torch.jit.is_tracing() or get_proxy_mode() is not None:
+    if torch.jit.is_tracing() or get_proxy_mode() is not None:  # pyright: ignore[reportPrivateImportUsage]
         raise NotImplementedError(describe_tracing("PyTorch"))
     return t.detach().to("cpu", torch.float64).numpy()
 
