@@ -149,3 +149,39 @@ def test_absolute_values_are_kept_where_the_variable_may_be_negative():
                       (x >= 0, cp.norm(x - 1, 1))):
         problem = cp.Problem(cp.Minimize(cp.sum_squares(x - 2) + l1), [extra])
         assert without_free_epigraphs(problem)[0] is problem
+
+
+def _edge_cases(rng):
+    s, X, y, u, v = (cp.Variable(), cp.Variable((2, 3)), cp.Variable(3),
+                     cp.Variable(3, nonneg=True), cp.Variable(3))
+    r, Z, w, z = (cp.Parameter(3, nonneg=True), cp.Parameter((2, 3)), cp.Parameter(3),
+                  cp.Parameter(3))
+    scalar, matrix, maxim = cp.abs(s) <= r, cp.abs(X) <= 1, cp.abs(y) <= 1
+    norm1, low, box = cp.norm(u, 1) <= 1, v >= 0, cp.abs(v) <= 0.5
+    return [
+        ("a scalar under a vector bound", cp.Problem(cp.Minimize((s - 2) ** 2), [scalar]), [r],
+         [s, scalar.dual_variables[0]], [np.array([0.5, 1.0, 3.0])]),
+        ("a matrix", cp.Problem(cp.Minimize(cp.sum_squares(X - Z)), [matrix]), [Z],
+         [X, matrix.dual_variables[0]], [2 * rng.standard_normal((2, 3))]),
+        ("maximized", cp.Problem(cp.Maximize(w @ y - cp.sum_squares(y)), [maxim]), [w],
+         [y, maxim.dual_variables[0]], [5 * rng.standard_normal(3)]),
+        ("‖u‖₁ ≤ 1 of a nonnegative u", cp.Problem(cp.Minimize(cp.sum_squares(u - z)), [norm1]),
+         [z], [u, norm1.dual_variables[0]], [np.array([0.9, 0.8, -0.3])]),
+        ("|v| ≤ ½ beside v ≥ 0", cp.Problem(cp.Minimize(cp.sum_squares(v - z)), [low, box]),
+         [z], [v, low.dual_variables[0], box.dual_variables[0]], [np.array([0.9, 0.2, -0.3])]),
+    ]
+
+
+def test_rewrites_with_broadcasting_matrices_maximize_and_both_kinds(rng):
+    """Shapes and senses the rewrite must keep, and a constraint simplified
+    (|u| → u) and then rewritten (``"same"`` duals): outputs and duals against
+    CVXPY's own solve, with fewer variables than CVXPY's program."""
+    for name, problem, params, outputs, values in _edge_cases(rng):
+        layer = CvxpyLayer(problem, params, outputs)
+        assert layer.program.n < problem.get_problem_data(cp.DIFFCP)[0]["A"].shape[1], name
+        got = layer.solve(*values).values
+        for p, v in zip(params, values, strict=True):
+            p.value = v
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        for g, o in zip(got, outputs, strict=True):
+            np.testing.assert_allclose(g, o.value, atol=FORWARD_TOL, err_msg=name)
