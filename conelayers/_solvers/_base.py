@@ -9,6 +9,8 @@ statuses to :class:`~conelayers.Status` with one literal dict.
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 import importlib.util
 import logging
 from collections.abc import Callable, Mapping
@@ -115,6 +117,7 @@ class AbstractSolver(abc.ABC):
         native = dict(cls.defaults)
         for key, value in options.items():
             if key in cls.portable_options:
+                _check_portable(key, value)
                 for target in cls.portable_options[key]:
                     native[target] = value
             elif key in cls.native_options:
@@ -194,3 +197,26 @@ def finite_or_failed(raw: RawSolution) -> RawSolution:
         return RawSolution(raw.x, raw.y, raw.s, Status.numerical_error, raw.iterations,
                            raw.solve_time)
     return raw
+
+
+def _check_portable(key: str, value: Any) -> None:
+    """Reject a bad value of a portable option before any solve: the solvers'
+    own checks came at solve time as a bare ``TypeError`` naming their
+    internal argument (``'tol_gap_abs'``, "argument 11"), and Clarabel took
+    ``eps=-1`` silently, reporting its solves optimal."""
+    if key == "eps":
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+              and math.isfinite(value) and value > 0)
+        expected = "a positive finite number (the solver's tolerance), e.g. 1e-8"
+    elif key == "max_iters":
+        ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+              and value >= 1)
+        expected = "a positive integer (the most solver iterations), e.g. 10000"
+    else:  # verbose
+        ok = isinstance(value, bool | np.bool_)
+        expected = "True or False"
+    if not ok:
+        raise ParameterError(
+            f"`solver_args[{key!r}]` must be {expected}; got {value!r} "
+            f"({type(value).__name__})."
+        )
