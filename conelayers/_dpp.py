@@ -678,6 +678,25 @@ class _Analysis:
                 return False
             return expr.is_log_log_affine() if self.gp else expr.is_affine()
 
+    def declared(self, *factors: Any) -> str:
+        """How a new parameter standing for the product of ``factors`` (one
+        piece of parameters, or two) must be declared for the rewrite to pass:
+        positive in a geometric program, whose parameters all are; in a DCP
+        problem with the sign CVXPY knows the product to have, which it needs
+        wherever the new parameter multiplies a convex or concave expression
+        (``exp(p) * sum_squares(x)``: a plain ``exp_p`` has no known sign, so
+        the product has no known curvature). Said even where the fix does not
+        need it: the value the user computes has that sign anyway."""
+        if self.gp:
+            return " (declared pos=True)"
+        signs = [(f.is_nonneg(), f.is_nonpos()) for f in factors]
+        if all(pos for pos, _ in signs) or (len(signs) == 2 and all(neg for _, neg in signs)):
+            return " (declared nonneg=True)"
+        if len(signs) == 1 and signs[0][1] or len(signs) == 2 and (
+                signs[0][0] and signs[1][1] or signs[0][1] and signs[1][0]):
+            return " (declared nonpos=True)"
+        return ""
+
     def curvature(self, expr: Any) -> str:
         with dpp_scope():
             if self.gp:
@@ -834,7 +853,8 @@ class _Analysis:
                 Rule.parameter_divisor,
                 f"the divisor {_depends(den)} depends on parameters, and 1/p is not "
                 "affine in p.",
-                f"introduce one parameter `{new}` whose value you set to `1 / "
+                f"introduce one parameter `{new}`{self.declared(den)} whose value you set "
+                f"to `1 / "
                 f"{_operand(den, True)}` and write {rewrite}.",
             )
         if isinstance(node, quad_over_lin) and node.args[1].parameters():
@@ -856,7 +876,8 @@ class _Analysis:
                 f"`{_text(piece)}` is a nonlinear function of parameters, which DPP treats "
                 f"as {self.curvature(piece)} (not as a constant), and `{_atom_name(node)}` "
                 "does not accept an argument of that curvature here.",
-                f"introduce one parameter `{new}` whose value you set to `{_text(piece)}` "
+                f"introduce one parameter `{new}`{self.declared(piece)} whose value you set "
+                f"to `{_text(piece)}` "
                 "(computed outside the problem) and use it in its place.",
             )
         return self._fixed_position(node)
@@ -889,15 +910,23 @@ class _Analysis:
             "product is quadratic in the parameters."
         )
         if not node.variables():
-            fix = (f"introduce one parameter `{new}` whose value you set to `{_text(node)}` "
+            fix = (f"introduce one parameter `{new}`{self.declared(left, right)} whose value "
+                   f"you set to `{_text(node)}` "
                    f"(computed outside the problem) and use `{new}` in place of this product.")
             return Rule.parameter_product, detail, fix
         split = self._regroup(node)
         if split is not None:
-            value, rest, new_first = split
-            rewritten = (f"{new} {op} {_operand(rest, True)}" if new_first
-                         else f"{_operand(rest, False)} {op} {new}")
-            fix = (f"introduce one parameter `{new}` whose value you set to `{value}` "
+            value, factors, rest, new_first = split
+            if isinstance(node, multiply) and not (
+                    rest.is_scalar() or all(f.is_scalar() for f in factors)):
+                # Not `*`: between two non-scalars CVXPY's `*` is a matrix product.
+                pair = (new, _text(rest)) if new_first else (_text(rest), new)
+                rewritten = f"cp.multiply({pair[0]}, {pair[1]})"
+            else:
+                rewritten = (f"{new} {op} {_operand(rest, True)}" if new_first
+                             else f"{_operand(rest, False)} {op} {new}")
+            fix = (f"introduce one parameter `{new}`{self.declared(*factors)} whose value "
+                   f"you set to `{value}` "
                    f"(computed outside the problem) and write `{rewritten}`.")
         else:
             fix = (f"introduce one parameter `{new}` for the product of the parameter "
@@ -906,22 +935,27 @@ class _Analysis:
                    "parameter-free factor (a * (b * x) becomes a_b * x with a_b = a * b).")
         return Rule.parameter_product, detail, fix
 
-    def _regroup(self, node: Any) -> tuple[str, Expression, bool] | None:
-        """Regroup p ∘ (q ∘ x) as (p ∘ q) ∘ x: (value text, rest, new factor first)."""
+    def _regroup(self, node: Any) -> tuple[str, tuple[Any, Any], Expression, bool] | None:
+        """Regroup p ∘ (q ∘ x) as (p ∘ q) ∘ x: (value text, the two parameter
+        factors, rest, new factor first). (The value is NumPy's: its ``*`` is
+        element-wise, as ``cp.multiply``.)"""
         left, right = node.args
         same = type(node)
         if not left.variables() and type(right) is same:
             inner_l, inner_r = right.args
             if not inner_l.variables() and not inner_r.parameters():
-                return f"{_text(left)} {node.OP_NAME} {_operand(inner_l, True)}", inner_r, True
+                return (f"{_text(left)} {node.OP_NAME} {_operand(inner_l, True)}",
+                        (left, inner_l), inner_r, True)
             if same is multiply and not inner_r.variables() and not inner_l.parameters():
-                return f"{_text(left)} * {_operand(inner_r, True)}", inner_l, True
+                return f"{_text(left)} * {_operand(inner_r, True)}", (left, inner_r), inner_l, True
         if not right.variables() and type(left) is same:
             inner_l, inner_r = left.args
             if not inner_r.variables() and not inner_l.parameters():
-                return f"{_text(inner_r)} {node.OP_NAME} {_operand(right, True)}", inner_l, False
+                return (f"{_text(inner_r)} {node.OP_NAME} {_operand(right, True)}",
+                        (inner_r, right), inner_l, False)
             if same is multiply and not inner_l.variables() and not inner_r.parameters():
-                return f"{_text(inner_l)} * {_operand(right, True)}", inner_r, False
+                return (f"{_text(inner_l)} * {_operand(right, True)}", (inner_l, right),
+                        inner_r, False)
         return None
 
     def _nonlinear_factor(self, node: Any, factor: Any) -> tuple[Rule, str, str]:
@@ -933,7 +967,8 @@ class _Analysis:
             f"the factor `{_text(factor)}` is a nonlinear function of parameters "
             f"({_ticks(_names(factor))}): DPP treats it as {self.curvature(factor)}, not as "
             "a constant, so it cannot multiply a variable.",
-            f"introduce one parameter `{new}` whose value you set to `{_text(piece)}` "
+            f"introduce one parameter `{new}`{self.declared(piece)} whose value you set to "
+            f"`{_text(piece)}` "
             "(computed outside the problem) and use it in its place.",
         )
 
@@ -1092,7 +1127,8 @@ class _Analysis:
             f"function of parameters, which DPP treats as {self.curvature(piece)} instead of "
             f"as a constant, and with that curvature {where} as a whole is not "
             f"{self.fixed}.",
-            f"introduce one parameter `{new}` whose value you set to `{_text(piece)}` "
+            f"introduce one parameter `{new}`{self.declared(piece)} whose value you set to "
+            f"`{_text(piece)}` "
             "(computed outside the problem) and use it in its place.",
         )
 
@@ -1204,8 +1240,9 @@ class _Analysis:
             base = node.args[0]
             if not base.variables():
                 new = _new_name(_names(base) + _names(exponent), "pow_")
-                fix = (f"introduce one parameter `{new}` whose value you set to "
-                       f"`{_text(base)} ** {exponent}` (computed outside the problem).")
+                fix = (f"introduce one parameter `{new}` (declared pos=True) whose value "
+                       f"you set to `{_text(base)} ** {exponent}` (computed outside the "
+                       "problem).")
             else:
                 fix = ("split the base into its parameter and variable parts, e.g. "
                        "(a * x) ** b = a_pow_b * x ** b with one parameter a_pow_b whose "
@@ -1226,9 +1263,9 @@ class _Analysis:
                     Rule.nonlinear_parameter,
                     f"`{_text(piece)}` is a function of parameters that is not a monomial; "
                     f"DPP treats it as {self.curvature(piece)}, not as a constant.",
-                    f"introduce one parameter `{new}` whose value you set to "
-                    f"`{_text(piece)}` (computed outside the problem) and use it in its "
-                    "place.",
+                    f"introduce one parameter `{new}`{self.declared(piece)} whose value you "
+                    f"set to `{_text(piece)}` (computed outside the problem) and use it in "
+                    "its place.",
                 )
             if fixed:
                 return self._fixed_position(node)

@@ -6,6 +6,7 @@ the checker explains it and never disagrees."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass
 
@@ -352,7 +353,7 @@ def test_findings_print_the_functions_a_user_writes():
     x = cp.Variable(3, name="x")
     (root,) = check_dpp(cp.Problem(cp.Minimize(cp.sqrt(p) * cp.sum(x)), [x >= 0])).findings
     assert root.expression == "sqrt(p) * sum(x)"
-    assert "`sqrt_p` whose value you set to `sqrt(p)`" in root.fix
+    assert "`sqrt_p` (declared nonneg=True) whose value you set to `sqrt(p)`" in root.fix
     (division,) = check_dpp(cp.Problem(cp.Minimize(cp.sum(x / p)), [x >= 0])).findings
     assert division.detail.startswith("the divisor `p` depends on parameters"), division.detail
     (sense,) = check_dpp(cp.Problem(cp.Maximize(cp.sum_squares(x - q)), [x <= 1])).findings
@@ -381,7 +382,77 @@ def test_sign_fix_names_the_parameter_to_declare():
 
 def test_nonlinear_parameter_fix_names_a_new_parameter():
     (f,) = check_dpp(BAD["exp_of_parameter_times_variable"].build()).findings
-    assert "`exp_a` whose value you set to `exp(a)`" in f.fix
+    assert "`exp_a` (declared nonneg=True) whose value you set to `exp(a)`" in f.fix
+
+
+def _applied(fix: str, name: str, shape: tuple[int, ...]) -> cp.Parameter:
+    """The new parameter a fix introduces, declared as the fix says."""
+    declared = re.search(rf"`{name}` \(declared (\w+)=True\)", fix)
+    return cp.Parameter(shape, name=name, **({declared.group(1): True} if declared else {}))
+
+
+_x3, _X = cp.Variable(3, name="x"), cp.Variable((3, 3), name="X")
+_pp, _qq = cp.Parameter(pos=True, name="pp"), cp.Parameter(pos=True, name="qq")
+_p, _pn = cp.Parameter(name="p"), cp.Parameter(nonneg=True, name="pn")
+_a, _A, _B = cp.Parameter(3, name="a"), cp.Parameter((3, 3), name="A"), cp.Parameter((3, 3),
+                                                                                     name="B")
+_y, _z = cp.Variable(pos=True, name="y"), cp.Variable(pos=True, name="z")
+
+# (original objective or problem, gp, the new parameter's name and shape, the rewrite the
+# fix says in its words, and the rewrite applied). Found by a probe (2026-12-04): the fixes
+# left out the sign a new parameter multiplying a convex expression needs (applied as
+# written, the problem was still not DPP), and wrote an element-wise product as `a_p * x`,
+# which CVXPY reads as a matrix product (a scalar, not the (3,) of the original).
+FIXES = {
+    "divisor of a convex term": (
+        cp.sum_squares(_x3) / _pp, False, "inv_pp", (), "sum_squares(x) * inv_pp",
+        lambda q: cp.sum_squares(_x3) * q),
+    "exp(p) times a convex term": (
+        cp.exp(_p) * cp.sum_squares(_x3 - 1), False, "exp_p", (), "use it in its place",
+        lambda q: q * cp.sum_squares(_x3 - 1)),
+    "square(p) times a norm": (
+        cp.square(_pn) * cp.norm(_x3 - 1), False, "square_pn", (), "use it in its place",
+        lambda q: q * cp.norm(_x3 - 1)),
+    "two parameters times a convex term": (
+        _pp * _qq * cp.sum_squares(_x3 - 1), False, "pp_qq", (), "in place of this product",
+        lambda q: q * cp.sum_squares(_x3 - 1)),
+    "a convex term times two parameters": (
+        cp.norm(_x3) * _pp * _qq, False, "pp_qq", (), "write `norm(x, 2) * pp_qq`",
+        lambda q: cp.norm(_x3) * q),
+    "nested element-wise products": (
+        cp.sum_squares(cp.multiply(_a, _p * _x3)), False, "a_p", (3,),
+        "write `cp.multiply(a_p, x)`", lambda q: cp.sum_squares(cp.multiply(q, _x3))),
+    "nested element-wise matrix products": (
+        cp.sum_squares(cp.multiply(_A, cp.multiply(_B, _X)) - 1), False, "A_B", (3, 3),
+        "write `cp.multiply(A_B, X)`", lambda q: cp.sum_squares(cp.multiply(q, _X) - 1)),
+    "a parametric power in a GP": (
+        cp.Problem(cp.Minimize(_y + _z), [cp.power(_pp, _qq) * _y * _z >= 1]), True,
+        "pow_pp_qq", (), "`pp ** qq`", lambda q: cp.Problem(cp.Minimize(_y + _z),
+                                                         [q * _y * _z >= 1])),
+}
+
+
+@pytest.mark.parametrize("name", FIXES)
+def test_fix_applied_as_written_gives_a_compliant_problem_of_the_same_model(name):
+    original, gp, new, shape, words, apply = FIXES[name]
+    problem = original if isinstance(original, cp.Problem) else cp.Problem(cp.Minimize(original))
+    (f,) = check_dpp(problem, gp=gp).findings
+    assert words in f.fix, f.fix
+    fixed = apply(_applied(f.fix, new, shape))
+    fixed = fixed if isinstance(fixed, cp.Problem) else cp.Problem(cp.Minimize(fixed))
+    assert fixed.is_dgp(dpp=True) if gp else fixed.is_dpp(), f.fix
+    # The same model: at values that make the new parameter the replaced piece, the same
+    # objective at a point (the element-wise rewrite kept element-wise).
+    if not gp:
+        rng = np.random.default_rng(0)
+        for leaf in (*problem.parameters(), *problem.variables()):
+            leaf.value = rng.uniform(0.5, 1.5, leaf.shape)
+        (q,) = [p for p in fixed.parameters() if p.name() == new]
+        pieces = {"inv_pp": lambda: 1 / _pp.value, "exp_p": lambda: np.exp(_p.value),
+                  "square_pn": lambda: _pn.value ** 2, "pp_qq": lambda: _pp.value * _qq.value,
+                  "a_p": lambda: _a.value * _p.value, "A_B": lambda: _A.value * _B.value}
+        q.value = pieces[new]()
+        np.testing.assert_allclose(fixed.objective.value, problem.objective.value, rtol=1e-12)
 
 
 def test_top_level_failure_says_so():
