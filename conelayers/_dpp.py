@@ -689,13 +689,10 @@ class _Analysis:
         need it: the value the user computes has that sign anyway."""
         if self.gp:
             return " (declared pos=True)"
-        signs = [(f.is_nonneg(), f.is_nonpos()) for f in factors]
-        if all(pos for pos, _ in signs) or (len(signs) == 2 and all(neg for _, neg in signs)):
-            return " (declared nonneg=True)"
-        if len(signs) == 1 and signs[0][1] or len(signs) == 2 and (
-                signs[0][0] and signs[1][1] or signs[0][1] and signs[1][0]):
-            return " (declared nonpos=True)"
-        return ""
+        sign = 1  # of the product: +1, -1, or 0 where a factor's is unknown
+        for f in factors:
+            sign *= 1 if f.is_nonneg() else -1 if f.is_nonpos() else 0
+        return {1: " (declared nonneg=True)", -1: " (declared nonpos=True)"}.get(sign, "")
 
     def curvature(self, expr: Any) -> str:
         with dpp_scope():

@@ -9,10 +9,10 @@ statuses to :class:`~conelayers.Status` with one literal dict.
 from __future__ import annotations
 
 import abc
-import math
-import numbers
 import importlib.util
 import logging
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
