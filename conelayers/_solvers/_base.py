@@ -206,11 +206,11 @@ def _check_portable(key: str, value: Any) -> None:
     ``eps=-1`` silently, reporting its solves optimal."""
     if key == "eps":
         ok = (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-              and math.isfinite(value) and value > 0)
+              and math.isfinite(value) and float(value) > 0)
         expected = "a positive finite number (the solver's tolerance), e.g. 1e-8"
     elif key == "max_iters":
         ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-              and value >= 1)
+              and int(value) >= 1)
         expected = "a positive integer (the most solver iterations), e.g. 10000"
     else:  # verbose
         ok = isinstance(value, bool | np.bool_)
