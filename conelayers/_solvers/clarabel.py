@@ -102,6 +102,18 @@ class ClarabelSolver(AbstractSolver):
     tight_eps = 1e-12  # Clarabel reaches it on the benchmark suite (its reference solves)
     refining_eps, refining_max_nnz = _SMALL_EPS, _FAER_NNZ
 
+    @classmethod
+    def refusal(cls, options: Mapping[str, Any]) -> str | None:
+        import clarabel
+
+        try:  # setattr checks types; the solver's set-up checks values
+            clarabel.DefaultSolver(sp.csc_matrix((1, 1)), np.ones(1), sp.csc_matrix([[-1.0]]),
+                                   np.zeros(1), [clarabel.NonnegativeConeT(1)],
+                                   _settings(False, 1, options))
+        except Exception as exc:  # (Clarabel raises a bare Exception for bad settings)
+            return str(exc)
+        return None
+
     def prepare(self, layout: ConeLayout, n: int) -> tuple[list[Any], np.ndarray | None,
                                                           sp.csc_array, bool]:
         import clarabel

@@ -49,6 +49,20 @@ class SCSSolver(AbstractSolver):
     defaults = MappingProxyType({"verbose": False})
     tight_eps = 1e-9  # first-order: tighter costs iterations by the thousand
 
+    @classmethod
+    def refusal(cls, options: Mapping[str, Any]) -> str | None:
+        import scipy.sparse as sp
+        import scs
+
+        if {"write_data_filename", "log_csv_filename"} & set(options):
+            return None  # (a set-up would write the one-row program to the user's file)
+        try:  # SCS checks its settings when it sets up, before any iteration
+            scs.SCS({"A": sp.csc_matrix([[-1.0]]), "b": np.zeros(1), "c": np.ones(1)},
+                    {"l": 1}, **options)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
         return layout.to_scs()
 
