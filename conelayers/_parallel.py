@@ -131,6 +131,26 @@ def _pool() -> tuple[ThreadPoolExecutor, ThreadpoolController]:
         return _POOL, _BLAS
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (a PyTorch DataLoader worker, a ``fork`` multiprocessing
+    pool) inherits ``_POOL`` but not its threads: every batch it submitted
+    waited forever (found by a probe: a DataLoader worker with the layer in its
+    dataset hung after one call in the parent). The child starts its own pool;
+    locks a parent thread may have held at the fork are new, and a BLAS thread
+    count a parent call had set for its duration is restored."""
+    global _POOL, _POOL_LOCK, _BLAS_LOCK, _BLAS_USERS, _BLAS_SAVED
+    _POOL, _POOL_LOCK, _BLAS_LOCK = None, threading.Lock(), threading.Lock()
+    if _BLAS_USERS:
+        for lib, threads in _BLAS_SAVED:
+            if threads != 1:
+                _set_blas_threads(lib, threads)
+    _BLAS_USERS, _BLAS_SAVED = 0, []
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which cannot fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # Time of the first item at or above which the rest of a batch is spread over
 # threads, when the thread count is the default (see the module docstring:
 # items of 1.6 ms and less lost on two threads, items of 4 ms and more gained;

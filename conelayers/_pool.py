@@ -31,6 +31,17 @@ _POOL: ProcessPoolExecutor | None = None
 _LOCK = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child inherits the parent's pool object but not the threads
+    that feed its workers: it makes its own (see ``_parallel._after_fork_in_child``)."""
+    global _POOL, _LOCK
+    _POOL, _LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask where the OS has one)."""
     try:

@@ -8,6 +8,7 @@ for, and the default spreads items only when they are long (``_THREADED_ITEM``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -294,3 +295,42 @@ def test_blas_is_held_to_one_thread_on_a_thread_after_the_main_one_set_it():
     finally:
         for lib, n in zip(libs, found, strict=True):
             lib.set_num_threads(n)
+
+
+def _solve_in_child(layer, values, conn):
+    conn.send(layer(values)[0])
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_child_regression_solves_a_batch():
+    """A forked child (a PyTorch DataLoader worker) solves batches after the
+    parent has: it had inherited the parent's thread pool without its threads,
+    and its first batch waited forever (found by a probe, 2026-12-04)."""
+    import multiprocessing
+
+    import cvxpy as cp
+    import numpy as np
+
+    from conelayers import CvxpyLayer
+
+    n, B = 5, 8
+    x, y = cp.Variable(n), cp.Parameter(n)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0]),
+                       parameters=[y], variables=[x])
+    values = np.random.default_rng(0).standard_normal((B, n))
+    (expected,) = layer(values)  # the parent's pool now exists, with its threads
+    assert _parallel._POOL is not None
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(target=_solve_in_child, args=(layer, values, theirs))
+    child.start()
+    try:
+        assert ours.poll(60), "the forked child's batch did not finish within 60 s"
+        np.testing.assert_array_equal(ours.recv(), expected)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert child.exitcode == 0
