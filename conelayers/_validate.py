@@ -29,6 +29,7 @@ __all__ = [
     "CallOptions",
     "as_real_array",
     "check_cotangents",
+    "check_device_has_data",
     "check_shapes",
     "check_tangents",
     "check_tensor_dtype",
@@ -362,6 +363,18 @@ def check_tensor_dtype(specs: Sequence[ParameterSpec], index: int, dtype: str, *
         raise _complex_error(what, dtype)
     if not numeric:
         raise ParameterError(f"{what} must be a real numeric tensor; got dtype {dtype}.")
+
+
+def check_device_has_data(specs: Sequence[ParameterSpec], i: int, device: str,
+                          shape: tuple[int, ...]) -> None:
+    """Front-ends: a tensor on PyTorch's ``meta`` device has a shape and no
+    values (its own error, "Cannot copy out of meta tensor", named no argument)."""
+    if device == "meta":
+        raise ParameterError(
+            f"{_describe_at(specs, i)} is a tensor on the 'meta' device, which holds a shape "
+            f"but no values, and the layer solves with values; got a meta tensor of shape "
+            f"{shape}. Pass tensors with data (on the CPU or a GPU)."
+        )
 
 
 def check_uniform(attribute: str, values: Sequence[tuple[int, str]], advice: str) -> None:

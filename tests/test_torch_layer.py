@@ -267,6 +267,11 @@ def test_mixed_dtypes_and_devices_are_rejected():
     with pytest.raises(ParameterError, match=r"must all have the same device; got "
                        r"parameters\[0\]: meta, parameters\[1\]: cpu"):
         layer(torch.zeros(5, device="meta"), A, b)
+    # All on the meta device (no values): named, not torch's "Cannot copy out of meta
+    # tensor" (found by a probe, 2026-12-04).
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(.*\) is a tensor on the "
+                       r"'meta' device.*got a meta tensor of shape \(4, 5\)"):
+        layer(*(t.to("meta") for t in (torch.zeros(4, 5), A, b)))
 
 
 def test_numpy_arrays_and_numbers_are_accepted(rng):

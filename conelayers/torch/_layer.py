@@ -22,7 +22,13 @@ from .. import _layer as core
 from .._errors import ParameterError, describe_second_order, describe_tracing, describe_warm_start
 from .._program import ParameterSpec
 from .._solve import Solution
-from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
+from .._validate import (
+    as_real_array,
+    check_device_has_data,
+    check_shapes,
+    check_tensor_dtype,
+    check_uniform,
+)
 
 __all__ = ["CvxpyLayer"]
 
@@ -523,6 +529,8 @@ def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
                   "Move them to one device with `.to(device)`.")
     dtype = floating[0][1].dtype if floating else torch.get_default_dtype()
     device = given[0][1].device if given else torch.device("cpu")
+    if given:  # (one device for all: checked above)
+        check_device_has_data(specs, given[0][0], device.type, tuple(given[0][1].shape))
     return tensors, dtype, device
 
 
