@@ -206,10 +206,11 @@ class Solution:
         ``adjoint(*dvars) -> grads``. Pass one cotangent per output, shaped like
         the output (``None`` for zero). Returns one gradient per parameter,
         shaped like the value passed for it (summed over the batch for an
-        unbatched value). Failed items contribute nothing.
+        unbatched value). Failed items contribute nothing, whatever their
+        cotangents hold (NaN included: their outputs are NaN).
         """
         program, batch = self._engine.program, self._batch
-        douts = check_cotangents(program.outputs, batch, dvars)
+        douts = check_cotangents(program.outputs, batch, dvars, failed=~self.ok)
         dx, dy = program.recover_adjoint(douts, self._outs)
         B = batch.size
         dA, db, dc = np.zeros((B, program.nnz)), np.zeros((B, program.m)), np.zeros((B, program.n))

@@ -22,7 +22,7 @@ import numpy as np
 from ._diff import DerivativeMode
 from ._errors import ParameterError
 from ._program import OutputMap, ParameterSpec
-from ._typing import FloatArray
+from ._typing import BoolArray, FloatArray
 
 __all__ = [
     "Batch",
@@ -324,9 +324,15 @@ def check_tangents(
 
 
 def check_cotangents(
-    outputs: Sequence[OutputMap], batch: Batch, dvars: Sequence[Any]
+    outputs: Sequence[OutputMap], batch: Batch, dvars: Sequence[Any],
+    failed: BoolArray | None = None,
 ) -> tuple[FloatArray | None, ...]:
-    """Cotangents of the outputs (shaped like the outputs; None = 0) → (B, *shape)."""
+    """Cotangents of the outputs (shaped like the outputs; None = 0) → (B, *shape).
+
+    The rows of ``failed`` items are read as zero, whatever they hold: those
+    items contribute nothing, and their outputs are NaN, so that a loss masked
+    after it was formed (``where(ok, loss, 0)``) sends them 0·NaN = NaN, which
+    stopped the backward pass of the whole batch (found by a probe)."""
     if len(dvars) != len(outputs):
         raise ParameterError(
             f"expected {len(outputs)} output cotangent(s), one per requested variable; "
@@ -342,6 +348,10 @@ def check_cotangents(
         expected = (batch.size, *out.shape) if batch.any_batched else out.shape
         if arr.shape != expected:
             raise ParameterError(f"{what} must have shape {expected}; got {arr.shape}.")
+        if failed is not None and failed.any():
+            arr = arr.copy() if batch.any_batched else arr[None].copy()
+            arr[failed] = 0.0
+            arr = arr if batch.any_batched else arr[0]
         if not np.isfinite(arr).all():
             raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
         result.append(arr if batch.any_batched else arr[None])

@@ -9,7 +9,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from conelayers import CvxpyLayer, SolverError, Status
+from conelayers import CvxpyLayer, ParameterError, SolverError, Status
 
 
 def box_problem():
@@ -51,6 +51,34 @@ def test_infeasible_item_is_reported_and_others_are_exact(solver, rng):
     grads = sol.adjoint(np.ones((B, 3)))
     assert np.isfinite(grads[0]).all() and not grads[0][1].any()
     assert np.isfinite(sol.derivative(np.ones((B, 3)), None, None)[0][[0, 2, 3]]).all()
+
+
+def test_nan_cotangents_of_failed_items_regression_read_as_zero(rng):
+    """A loss masked after it was formed (``where(ok, loss, 0)``) sends a failed
+    item's NaN outputs the cotangent 0·NaN = NaN: its row is read as zero (the
+    item contributes nothing), where it raised for the whole batch (found by a
+    probe of the TensorFlow layer, 2026-12-04). A NaN at a solved item is still
+    refused."""
+    prob, params, variables = box_problem()
+    layer = CvxpyLayer(prob, params, variables)
+    c, lo, s = rng.standard_normal((3, 3)), np.zeros((3, 3)), np.array([2.0, -1.0, 2.5])
+    sol = layer.solve(c, lo, s, throw=False)
+    assert list(sol.ok) == [True, False, True]
+    w = rng.standard_normal((3, 3))
+    poisoned = w.copy()
+    poisoned[1] = np.nan
+    before = poisoned.copy()
+    expected = sol.adjoint(np.where(sol.ok[:, None], w, 0.0))
+    for got, want in zip(sol.adjoint(poisoned), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(poisoned, before)  # the caller's array untouched
+    poisoned[0, 0] = np.nan
+    with pytest.raises(ParameterError, match=r"cotangent of output 0 .* contains NaN"):
+        sol.adjoint(poisoned)
+    # Unbatched: one failed item, its cotangent without a batch axis.
+    alone = layer.solve(c[1], lo[1], s[1], throw=False)
+    assert not alone.ok[0]
+    assert not alone.adjoint(np.full(3, np.nan))[0].any()
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

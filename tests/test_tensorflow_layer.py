@@ -286,13 +286,26 @@ def test_failed_item_in_a_batch_eager_and_graph():
             loss = tf.reduce_sum(tf.boolean_mask(x_, ok))
         return x_, status, tape.gradient(loss, lo_)
 
-    for fn in (run, tf.function(run)):
+    def run_masked_late(lo_, s_):
+        # The loss masked after it was formed: the failed row's cotangent is
+        # 2·NaN·0 = NaN, which stopped the backward pass (found by a probe).
+        with tf.GradientTape() as tape:
+            tape.watch(lo_)
+            x_, status = layer(lo_, s_, throw=False, return_status=True)
+            per_item = tf.reduce_sum(x_ ** 2, axis=1)
+            loss = tf.reduce_sum(tf.where(status != b"infeasible", per_item, 0.0))
+        return tape.gradient(loss, lo_)
+
+    for fn, late in ((run, run_masked_late), (tf.function(run), tf.function(run_masked_late))):
         x_v, status, grad = fn(lo_v, s_v)
         assert [Status[s.decode()] for s in status.numpy()] == [
             Status.optimal, Status.infeasible, Status.optimal]
         assert np.isnan(x_v.numpy()[1]).all()
         np.testing.assert_allclose(x_v.numpy()[[0, 2]], lo_v.numpy()[[0, 2]], atol=1e-9)
         np.testing.assert_allclose(grad.numpy(), [[1, 1], [0, 0], [1, 1]], atol=1e-8)
+        # x = lo at the solved items: d Σx²/d lo = 2 lo there, and 0 at the failed one
+        expected = 2 * lo_v.numpy() * np.array([[1.0], [0.0], [1.0]])
+        np.testing.assert_allclose(late(lo_v, s_v).numpy(), expected, atol=1e-8)
     with pytest.raises(SolverError, match="item 1: infeasible"):
         layer(lo_v, s_v)
 

@@ -312,6 +312,12 @@ def test_nan_option_keeps_the_batch_and_reports_status():
     x_t[ok].sum().backward()
     torch.testing.assert_close(lo_t.grad, torch.tensor([[1.0, 1.0], [0, 0], [1, 1]]),
                                atol=1e-8, rtol=0)
+    # The loss masked after it was formed: the failed row's cotangent is 2·NaN·0 = NaN,
+    # read as zero (it stopped the backward pass; found by a probe, 2026-12-04).
+    lo_t.grad = None
+    (x_t,) = layer(lo_t, s_t, throw=False)
+    torch.where(ok, (x_t ** 2).sum(dim=1), 0.0).sum().backward()
+    torch.testing.assert_close(lo_t.grad, 2 * lo_t.detach() * ok[:, None], atol=1e-8, rtol=0)
     with pytest.raises(SolverError, match="item 1: infeasible") as info:
         layer(lo_t, s_t)
     assert isinstance(info.value, diffcp.SolverError)
