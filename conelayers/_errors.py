@@ -221,6 +221,18 @@ def describe_xla() -> str:
     )
 
 
+def describe_vectorized_map() -> str:
+    """Message for a TensorFlow layer called inside ``tf.vectorized_map``."""
+    return (
+        "a conelayers layer cannot run inside tf.vectorized_map: TensorFlow's pfor has no "
+        "vectorized form of its tf.numpy_function, falls back to a while loop for it, and "
+        "gradients through that loop come out zero, silently (a plain tf.custom_gradient "
+        "around a numpy_function does the same). Pass the whole batch to the layer "
+        "instead: it solves a batch in one call, items on several threads. tf.map_fn "
+        "also works, one call per element."
+    )
+
+
 def describe_tracing(frontend: str) -> str:
     """Message for a layer traced into a graph of tensor operations."""
     return (

@@ -35,6 +35,7 @@ __all__ = [
     "check_tensor_dtype",
     "check_uniform",
     "check_values",
+    "describe_parameter",
     "gradients",
     "split_solver_args",
 ]
@@ -356,6 +357,11 @@ def check_cotangents(
             raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
         result.append(arr if batch.any_batched else arr[None])
     return tuple(result)
+
+
+def describe_parameter(specs: Sequence[ParameterSpec], index: int) -> str:
+    """Front-ends: how messages name parameter ``index`` (its position, name, shape)."""
+    return _describe_at(specs, index)
 
 
 def as_real_array(specs: Sequence[ParameterSpec], index: int, value: Any) -> FloatArray:

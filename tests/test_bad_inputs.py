@@ -542,6 +542,25 @@ def test_tensorflow_string_regression_parameter_error():
         layer(tf.constant([["a", "b"]] * 3), *s.good[1:])
 
 
+@pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
+def test_tensorflow_ragged_and_sparse_regression_named():
+    """Ragged and sparse tensors were refused with the NumPy layer's advice ("the
+    NumPy layer takes NumPy arrays; use conelayers.tensorflow.CvxpyLayer"), to a
+    user of that very layer (found by a probe, 2026-12-04)."""
+    import tensorflow as tf
+
+    s = setup()
+    layer = layer_class("tensorflow")(s.problem, s.parameters, s.variables)
+    ragged = tf.RaggedTensor.from_tensor(tf.constant(s.good[0]))
+    with pytest.raises(ParameterError, match=r"`parameters\[0\]` \(A, .*must be a dense tensor; "
+                       r"got a RaggedTensor\. Convert it with `\.to_tensor\(\)`"):
+        layer(ragged, *s.good[1:])
+    sparse = tf.sparse.from_dense(tf.constant(s.good[0]))
+    with pytest.raises(ParameterError, match=r"must be a dense tensor; got a SparseTensor\. "
+                       r"Convert it with `tf\.sparse\.to_dense`"):
+        layer(sparse, *s.good[1:])
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_torch_none_regression_named_as_none():
     """None became NaN (np.asarray(None, float64)) and was reported as a wrong

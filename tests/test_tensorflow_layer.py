@@ -310,6 +310,62 @@ def test_failed_item_in_a_batch_eager_and_graph():
         layer(lo_v, s_v)
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_gathered_outputs_regression_get_their_gradient(graph, rng):
+    """`tf.gather` of an output sends its cotangent as IndexedSlices, which
+    stopped the backward pass (eagerly "must be a real numeric array; got dtype
+    object", in a graph "Expected a type in (Tensor), got: IndexedSlices"). The
+    gradient equals the dense one of the same selection (found by a probe)."""
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    (z,) = case.sample_batch(rng, 5)
+    z = tf.constant(z)
+    w = rng.standard_normal((2, z.shape[1]))
+    dense_w = np.zeros(z.shape)
+    dense_w[[0, 2]] = w
+
+    def both(z_):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z_)
+            (x,) = layer(z_)
+            gathered = tf.reduce_sum(tf.gather(x, [0, 2]) * w)
+            dense = tf.reduce_sum(x * dense_w)
+        return tape.gradient(gathered, z_), tape.gradient(dense, z_)
+
+    gathered, dense = (tf.function(both) if graph else both)(z)
+    np.testing.assert_allclose(gathered.numpy(), dense.numpy(), rtol=0, atol=1e-14)
+    assert np.abs(dense.numpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_keras_variables_regression_are_parameters_with_gradients(graph, rng):
+    """A Keras 3 variable (what `add_weight` returns; not a tf.Variable) was read
+    as a NumPy constant: eagerly its gradient was None, in a graph the call
+    failed ("numpy() is only available when eager execution is enabled"). Found
+    by a probe; its gradient now equals a tf.Variable's of the same value."""
+    n = 4
+    x, z, lam = cp.Variable(n), cp.Parameter(n), cp.Parameter(nonneg=True)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - z) + lam * cp.norm1(x)))
+    layer = CvxpyLayer(prob, [z, lam], [x])
+    Z = tf.constant(rng.standard_normal((3, n)))
+    w = tf.constant(rng.standard_normal((3, n)))
+
+    def gradient_of(v):  # (a variable captured, as a layer's weight is)
+        def grad():
+            with tf.GradientTape() as tape:
+                (p,) = layer(Z, v)
+                loss = tf.reduce_sum(p * w)
+            return tape.gradient(loss, v)
+
+        return (tf.function(grad) if graph else grad)()
+
+    ours = gradient_of(keras.Variable(0.3, dtype="float64"))
+    theirs = gradient_of(tf.Variable(0.3, dtype=tf.float64))
+    assert ours is not None
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=1e-14)
+    assert abs(theirs.numpy()) > 1e-3
+
+
 def test_static_errors_are_raised_at_trace_time():
     case = CASES["affine_projection"]()
     layer = tf_layer(case)
@@ -327,6 +383,42 @@ def test_static_errors_are_raised_at_trace_time():
         layer(tf.zeros((3, 5)), tf.ones((4, 2, 5)), tf.zeros(2))
     with pytest.raises(ParameterError, match=r"contains NaN or inf"):
         layer(tf.constant([np.nan] * 5), tf.ones((2, 5), tf.float32), tf.zeros(2))
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_vectorized_map_regression_is_refused_with_the_way_out(graph, rng):
+    """Inside tf.vectorized_map the values were right and every gradient zero,
+    silently (TensorFlow's pfor runs a numpy_function in a while loop, and a
+    plain custom_gradient around one gets zeros there too; found by a probe,
+    2026-12-04). Now NotImplementedError while tracing, saying what to do;
+    tf.map_fn and tape.jacobian (whose pfor runs the gradient, not the layer)
+    keep working."""
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    (z,) = case.sample_batch(rng, 3)
+    z = tf.constant(z)
+
+    def mapped(z_):
+        return tf.vectorized_map(lambda row: layer(row)[0], z_)
+
+    with pytest.raises(NotImplementedError, match=r"cannot run inside tf\.vectorized_map.*"
+                       r"gradients through that loop come out zero.*Pass the whole batch"):
+        (tf.function(mapped) if graph else mapped)(z)
+
+    def per_row_and_jacobian(z_):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z_)
+            rows = tf.map_fn(lambda row: layer(row)[0], z_)
+            loss = tf.reduce_sum(rows ** 2)
+            (batch,) = layer(z_)
+        return rows, tape.gradient(loss, z_), tape.jacobian(batch, z_)
+
+    rows, grad, jac = (tf.function(per_row_and_jacobian) if graph else per_row_and_jacobian)(z)
+    (x,) = layer(z)
+    np.testing.assert_allclose(rows.numpy(), x.numpy(), atol=1e-12)
+    expected = layer.layer.solve(z.numpy()).adjoint(2 * x.numpy())[0]
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
+    assert np.abs(jac.numpy()).max() > 0.1
 
 
 def test_xla_compilation_is_refused_at_trace_time_with_the_way_out(monkeypatch, rng):

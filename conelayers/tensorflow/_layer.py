@@ -35,14 +35,28 @@ from tensorflow.python.eager import record  # what tf.custom_gradient records wi
 from tensorflow.python.ops import control_flow_util  # what tf.function's XLA context uses
 
 from .. import _layer as core
-from .._errors import describe_keras_config, describe_xla
+from .._errors import (
+    ParameterError,
+    describe_keras_config,
+    describe_vectorized_map,
+    describe_xla,
+)
 from .._program import ParameterSpec
 from .._solve import Solution
-from .._validate import as_real_array, check_shapes, check_tensor_dtype, check_uniform
+from .._validate import (
+    as_real_array,
+    check_shapes,
+    check_tensor_dtype,
+    check_uniform,
+    describe_parameter,
+)
 
 __all__ = ["CvxpyLayer", "KerasCvxpyLayer"]
 
 _PENDING = 32  # forward passes whose solution waits for a backward pass
+# The name scope TensorFlow's pfor (tf.vectorized_map) traces its function in
+# (tensorflow/python/ops/parallel_for/control_flow_ops.py, `_pfor_impl`).
+_PFOR_SCOPE = "loop_body"
 
 
 class CvxpyLayer:
@@ -81,6 +95,10 @@ class CvxpyLayer:
             # (XLA's own error comes only when the graph runs: "No registered
             # 'PyFunc' OpKernel for XLA_CPU_JIT devices".)
             raise NotImplementedError(describe_xla())
+        if not tf.executing_eagerly() and _PFOR_SCOPE in (
+                tf.compat.v1.get_default_graph().get_name_scope().split("/")):
+            # (tf.vectorized_map traces its function in pfor's "loop_body" scope.)
+            raise NotImplementedError(describe_vectorized_map())
         tensors, dtype = _as_tensors(self.layer.program.parameters, params)
         # What can be judged before running (count, static shapes, batch sizes) is
         # judged now, so that even inside tf.function it raises ParameterError.
@@ -192,7 +210,9 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions)
         status_box.append(status)
 
         def grad(*douts):
-            douts = [tf.zeros_like(o) if d is None else tf.cast(d, dtype)
+            # (A `tf.gather` of an output sends its cotangent as IndexedSlices,
+            # which numpy_function does not take: made dense.)
+            douts = [tf.zeros_like(o) if d is None else tf.cast(tf.convert_to_tensor(d), dtype)
                      for o, d in zip(outs, douts, strict=True)]
             return _vjp(layer, key, xs, douts, dtype, n_params, call)
 
@@ -285,18 +305,29 @@ def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
     messages: ``None``, strings, ...).
     """
     converted = []
+    given = []
     for i, p in enumerate(params):
-        if isinstance(p, (tf.Tensor, tf.Variable)):
-            check_tensor_dtype(specs, i, p.dtype.name, complex_=p.dtype.is_complex,
-                               numeric=p.dtype.is_floating or p.dtype.is_integer
-                               or p.dtype.is_bool)
-            # A variable is read into a tensor: the solve is a function of its
-            # value (tf.custom_gradient would otherwise ask for its gradient).
-            converted.append(tf.convert_to_tensor(p))
+        if isinstance(p, tf.RaggedTensor | tf.SparseTensor):
+            raise ParameterError(
+                f"{describe_parameter(specs, i)} must be a dense tensor; got a "
+                f"{type(p).__name__}. Convert it with "
+                f"{'`.to_tensor()`' if isinstance(p, tf.RaggedTensor) else '`tf.sparse.to_dense`'}"
+                " first."
+            )
+        if isinstance(p, tf.Tensor | tf.Variable | keras.Variable):
+            # A variable (TensorFlow's, or Keras 3's from `add_weight`, which is
+            # not a tf.Variable and was read as a NumPy constant: no gradient) is
+            # read into a tensor: the solve is a function of its value
+            # (tf.custom_gradient would otherwise ask for its gradient).
+            t = tf.convert_to_tensor(p)
+            check_tensor_dtype(specs, i, t.dtype.name, complex_=t.dtype.is_complex,
+                               numeric=t.dtype.is_floating or t.dtype.is_integer
+                               or t.dtype.is_bool)
+            converted.append(t)
+            if t.dtype.is_floating:
+                given.append((i, t.dtype))
         else:
             converted.append(tf.convert_to_tensor(as_real_array(specs, i, p)))
-    given = [(i, p.dtype) for i, p in enumerate(params)
-             if isinstance(p, (tf.Tensor, tf.Variable)) and p.dtype.is_floating]
     check_uniform("dtype", [(i, d.name) for i, d in given],
                   "Cast them to one dtype, e.g. with `tf.cast(x, tf.float64)`.")
     dtype = given[0][1] if given else tf.float64
