@@ -366,6 +366,58 @@ def test_keras_variables_regression_are_parameters_with_gradients(graph, rng):
     assert abs(theirs.numpy()) > 1e-3
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_second_derivatives_regression_are_refused_not_partial(graph):
+    """A nested tape's Hessian-vector product came back finite and wrong (its
+    part through the cotangent alone: [0.098, -0.020, -0.180] against central
+    differences' [-0.037, -0.186, 0.038] on a projection onto the unit ball),
+    and forward-over-reverse inside a tf.function as zeros (found by a probe,
+    2026-12-04). Both now raise that second derivatives are not provided; the
+    first-order JVP is unchanged."""
+    n = 3
+    x, z = cp.Variable(n), cp.Parameter(n)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [cp.norm(x, 2) <= 1]),
+                       [z], [x])
+    zt = tf.constant([1.5, -0.7, 0.9], tf.float64)
+    t = tf.constant([0.2, 0.4, -0.6], tf.float64)
+    w = tf.constant([0.3, -1.0, 0.5], tf.float64)
+
+    def loss_of(z_):
+        (p,) = layer(z_)
+        return tf.reduce_sum(w * p) + tf.reduce_sum(p ** 3) / 3
+
+    def nested(z_):
+        with tf.GradientTape() as outer:
+            outer.watch(z_)
+            with tf.GradientTape() as inner:
+                inner.watch(z_)
+                loss = loss_of(z_)
+            s = tf.reduce_sum(inner.gradient(loss, z_) * t)
+        return outer.gradient(s, z_)
+
+    def forward_over_reverse(z_):
+        with tf.autodiff.ForwardAccumulator(z_, t) as acc:
+            with tf.GradientTape() as tape:
+                tape.watch(z_)
+                loss = loss_of(z_)
+            g = tape.gradient(loss, z_)
+        return acc.jvp(g)
+
+    def jvp(z_):
+        with tf.autodiff.ForwardAccumulator(z_, t) as acc:
+            (p,) = layer(z_)
+        return acc.jvp(p)
+
+    wrap = tf.function if graph else (lambda f: f)
+    raised = (tf.errors.OpError,) if graph else (NotImplementedError,)
+    for f in (nested, forward_over_reverse):
+        with pytest.raises(raised, match=r"second derivatives of a conelayers layer are not "
+                           r"available \(TensorFlow\)"):
+            wrap(f)(zt)
+    expected = layer.layer.solve(zt.numpy()).derivative(t.numpy())[0]
+    np.testing.assert_allclose(wrap(jvp)(zt).numpy(), expected, atol=1e-12)
+
+
 def test_static_errors_are_raised_at_trace_time():
     case = CASES["affine_projection"]()
     layer = tf_layer(case)

@@ -13,10 +13,10 @@ after the forward pass. If the entry is gone (more than ``_PENDING``
 forward passes without a backward, or a forward pass in between), the
 derivative re-solves from the inputs, which gives the same solution.
 
-Forward mode: ``tf.autodiff.ForwardAccumulator`` obtains JVPs by
-differentiating the gradient function with respect to its cotangent (the
-"double-backward" trick); the gradient op therefore has a gradient of its own,
-the core's JVP.
+Forward mode: the solve is recorded with a forward function, the core's JVP,
+which ``tf.autodiff.ForwardAccumulator`` calls directly (see ``_recorded``).
+The gradient op is recorded likewise (``_vjp``): its derivatives along the
+cotangent are the JVP, and along the parameters, second derivatives, refused.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .. import _layer as core
 from .._errors import (
     ParameterError,
     describe_keras_config,
+    describe_second_order,
     describe_vectorized_map,
     describe_xla,
 )
@@ -216,19 +217,40 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions)
                      for o, d in zip(outs, douts, strict=True)]
             return _vjp(layer, key, xs, douts, dtype, n_params, call)
 
-        grad_box.append(grad)
+        def forward(*tangents):  # the JVP, for forward accumulators
+            tangents = [tf.zeros_like(x) if t is None else tf.cast(t, dtype)
+                        for x, t in zip(xs, tangents, strict=True)]
+            douts = _as_list(tf.numpy_function(
+                lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
+                [key, *xs, *tangents], [dtype] * len(outs), stateful=True))
+            for d, o in zip(douts, outs, strict=True):
+                d.set_shape(o.shape)
+            return douts
+
+        grad_box.append((grad, forward))
         return outs, grad
 
-    outputs = solve(*tensors)
-    if not tf.executing_eagerly():
-        outputs = _forward_mode_in_graphs(outputs, tensors, grad_box[0])
+    # Tapes and accumulators see _recorded's record only: tf.custom_gradient's
+    # own would have accumulators take the JVP by double backward at once (and
+    # run it: a numpy_function is stateful). In a graph its gradient still
+    # serves tf.gradients and tapes outside the tf.function, by the graph's
+    # gradient override, which does not depend on recording.
+    with record.stop_recording():
+        outputs = solve(*tensors)
+    outputs = _recorded(outputs, tensors, *grad_box[0])
     return outputs, status_box[0]
 
 
-def _forward_mode_in_graphs(outputs, tensors, grad):
-    """The outputs again, recorded so that a ``ForwardAccumulator`` inside a
-    ``tf.function`` sees the gradient function (and so the JVP, see the module
-    docstring).
+def _recorded(outputs, tensors, grad, forward):
+    """The outputs again, recorded with the gradient function and the JVP
+    (``forward``), so that a ``ForwardAccumulator`` takes the JVP from the
+    core directly, eagerly and inside a ``tf.function``.
+
+    ``tf.custom_gradient`` records no forward function: an accumulator then
+    differentiates the gradient function with respect to its cotangent (the
+    double-backward trick), which needed the VJP op to have the JVP as its
+    gradient, and that gradient was also what a nested tape (a second
+    derivative) got, finite and wrong (see ``_vjp``).
 
     In a graph, ``tf.custom_gradient`` passes its outputs and inputs through one
     ``IdentityN`` op, which an accumulator differentiates as an identity before
@@ -238,40 +260,85 @@ def _forward_mode_in_graphs(outputs, tensors, grad):
     ``tf.function`` was zero. Made here under a stopped tape and recorded with the
     same gradient function (what ``tf.custom_gradient`` does, through TensorFlow's
     own ``record`` module: no public API records an operation), these outputs
-    get the accumulator's double-backward JVP; tapes get the same gradient as
-    before, and graph gradients (``tf.gradients``, a tape outside the
-    ``tf.function``) go through the identity to the custom gradient."""
+    get the accumulator's JVP; tapes get the same gradient as before, and graph
+    gradients (``tf.gradients``, a tape outside the ``tf.function``) go through
+    the identity to the custom gradient."""
     with record.stop_recording():
         fresh = [tf.identity(o) for o in outputs]
     record.record_operation("conelayers_solve", fresh, list(tensors),
-                            lambda *douts: list(grad(*douts)))
+                            lambda *douts: list(grad(*douts)),
+                            forward_function=lambda *tangents: forward(*tangents))
     return fresh
 
 
 def _vjp(layer, key, xs, douts, dtype, n_params, call):
+    """The gradients for cotangents ``douts``: the core's VJP, an op of the
+    cotangents *and* the parameters. Its own derivatives are first derivatives
+    of the layer only along the cotangent (the VJP is linear in it: J t); along
+    the parameters they are second derivatives, which the layer does not
+    provide, and they raise (:func:`_second_order`). The parameters were
+    captured before, not inputs: a nested tape's second derivative came back as
+    its part through the cotangent alone, finite and wrong (found by a probe:
+    a projection onto the unit ball, HVP [0.098, -0.020, -0.180] against
+    [-0.037, -0.186, 0.038]), and forward-over-reverse inside a tf.function as
+    zeros."""
     np_dtype = dtype.as_numpy_dtype
+    n_outs = len(douts)
 
-    @tf.custom_gradient
-    def vjp(*cotangents):
+    def adjoint(cotangents):
         grads = _as_list(tf.numpy_function(
             lambda *a: layer._adjoint_np(np_dtype, n_params, call, *a),
             [key, *xs, *cotangents], [dtype] * n_params, stateful=True))
         for g, x in zip(grads, xs, strict=True):
             g.set_shape(x.shape)
+        return grads
 
-        def jvp(*tangents):  # d⟨t, VJP(u)⟩/du = J t: what ForwardAccumulator needs
-            tangents = [tf.zeros_like(x) if t is None else t for x, t in zip(xs, tangents,
-                                                                              strict=True)]
-            douts = _as_list(tf.numpy_function(
-                lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
-                [key, *xs, *tangents], [dtype] * len(cotangents), stateful=True))
-            for d, c in zip(douts, cotangents, strict=True):
-                d.set_shape(c.shape)
-            return douts
+    def backward(*upstream):  # d⟨w, VJP(u)⟩/du = J w; along the parameters: refused
+        upstream = [tf.zeros_like(x) if w is None else w for x, w in zip(xs, upstream,
+                                                                          strict=True)]
+        douts_ = _as_list(tf.numpy_function(
+            lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
+            [key, *xs, *upstream], [dtype] * n_outs, stateful=True))
+        for d, c in zip(douts_, douts, strict=True):
+            d.set_shape(c.shape)
+        return [*douts_, *(_second_order(w, x) for w, x in zip(upstream, xs, strict=True))]
 
-        return grads, jvp
+    def forward(*tangents):  # the VJP's tangent: VJP(du), plus a refusal along dθ
+        du = [tf.zeros_like(d) if t is None else t for d, t in zip(douts, tangents[:n_outs],
+                                                                    strict=True)]
+        grads = adjoint(du)
+        dtheta = [t for t in tangents[n_outs:] if t is not None]
+        return [g + tf.add_n([_second_order(t, g) for t in dtheta]) if dtheta else g
+                for g in grads]
 
-    return vjp(*douts)
+    @tf.custom_gradient
+    def vjp(*args):  # (in a graph, its gradient serves tf.gradients)
+        return adjoint(args[:n_outs]), backward
+
+    with record.stop_recording():
+        grads = vjp(*douts, *xs)
+        fresh = [tf.identity(g) for g in grads]
+    record.record_operation("conelayers_vjp", fresh, [*douts, *xs],
+                            lambda *upstream: backward(*upstream),
+                            forward_function=lambda *tangents: forward(*tangents))
+    return fresh
+
+
+def _second_order(direction: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """Zeros like ``like`` where ``direction`` (a tangent or upstream gradient
+    along the parameters) is zero; else it raises, when it runs, that second
+    derivatives are not provided. (Not stateful: a graph runs it only where a
+    result needs it.)"""
+    out = tf.numpy_function(_zeros_unless_second_order, [direction, like], like.dtype,
+                            stateful=False)
+    out.set_shape(like.shape)
+    return out
+
+
+def _zeros_unless_second_order(direction: np.ndarray, like: np.ndarray) -> np.ndarray:
+    if np.any(direction):
+        raise NotImplementedError(describe_second_order("TensorFlow"))
+    return np.zeros_like(like)
 
 
 def _as_list(result: Any) -> list[tf.Tensor]:
