@@ -221,6 +221,18 @@ def describe_xla() -> str:
     )
 
 
+def describe_saved_model() -> str:
+    """Message for a TensorFlow layer traced into a SavedModel (export)."""
+    return (
+        "a conelayers layer cannot be saved in a SavedModel (tf.saved_model.save, Keras' "
+        "model.export): its solve is a tf.numpy_function, a Python callback that the file "
+        "does not hold, so the saved model would run only in the process that wrote it "
+        "(elsewhere: \"Could not find callback with key=pyfunc_N\"). Save the weights "
+        "(model.save_weights) and build the model, layer included, in code where it is "
+        "served."
+    )
+
+
 def describe_vectorized_map() -> str:
     """Message for a TensorFlow layer called inside ``tf.vectorized_map``."""
     return (

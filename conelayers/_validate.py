@@ -142,12 +142,15 @@ def _check_count(specs: Sequence[ParameterSpec], count: int) -> None:
 
 
 def check_shapes(
-    specs: Sequence[ParameterSpec], shapes: Sequence[tuple[int | None, ...] | None]
+    specs: Sequence[ParameterSpec], shapes: Sequence[tuple[int | None, ...] | None],
+    allow_empty: bool = False,
 ) -> list[bool]:
     """The count, shape and batch-size rules; returns which values are batched.
 
     Also usable before the values exist (graph mode): ``None`` stands for an
-    unknown dimension or an unknown shape, and unknowns are not judged.
+    unknown dimension or an unknown shape, and unknowns are not judged. With
+    ``allow_empty`` a batch of 0 items passes (the TensorFlow layer's: a
+    replica's share of a short last batch under a distribution strategy).
     """
     _check_count(specs, len(shapes))
     batched: list[bool] = []
@@ -163,7 +166,7 @@ def check_shapes(
         if fits(shape, spec.shape):
             batched.append(False)
         elif len(shape) == len(spec.shape) + 1 and fits(shape[1:], spec.shape):
-            if shape[0] == 0:
+            if shape[0] == 0 and not allow_empty:
                 raise ParameterError(
                     f"{what} has an empty batch (shape {shape}); pass at least one item."
                 )

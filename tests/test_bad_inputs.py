@@ -141,6 +141,7 @@ class Bad:
     kwargs: dict = field(default_factory=dict)
     per_frontend: dict = field(default_factory=dict)
     gp: bool = False
+    frontends: tuple[str, ...] = ("numpy", "torch", "tensorflow")
 
 
 def _set(i, value):
@@ -189,8 +190,10 @@ CALLS = [
         lambda v: [np.stack([v[0]] * 4), np.stack([v[1]] * 5), *v[2:]],
         r"batched parameter values", r"same leading dimension",
         r"parameters\[0\]: 4, parameters\[1\]: 5"),
+    # (TensorFlow gives empty outputs: test_tensorflow_layer's empty-batch test.)
     Bad("empty batch", _set(0, np.ones((0, 3, 2))), r"`parameters\[0\]` \(A,",
-        r"at least one item", r"empty batch \(shape \(0, 3, 2\)\)"),
+        r"at least one item", r"empty batch \(shape \(0, 3, 2\)\)",
+        frontends=("numpy", "torch")),
     # dtype
     Bad("complex", _set(0, lambda a: a * (1 + 1j)), r"`parameters\[0\]`", r"must be real",
         r"got (complex dtype complex128|dtype torch\.complex128)"),
@@ -320,6 +323,8 @@ def _check_message(message: str, argument: str, expected: str, received: str) ->
 @pytest.mark.parametrize("frontend", FRONTENDS)
 @pytest.mark.parametrize("bad", CALLS, ids=[b.name for b in CALLS])
 def test_bad_call_is_rejected_before_any_solve(bad, frontend):
+    if frontend not in bad.frontends:
+        pytest.skip(f"not a bad call for the {frontend} layer")
     call = _call(frontend, bad)
     with pytest.raises(ParameterError) as info:
         call()
@@ -331,8 +336,7 @@ def test_bad_call_is_rejected_before_any_solve(bad, frontend):
 
 STATIC = [b for b in CALLS if b.name in {"too few values", "too many values",
                                           "transposed matrix", "scalar for a vector",
-                                          "two batch axes", "batch sizes disagree",
-                                          "empty batch"}]
+                                          "two batch axes", "batch sizes disagree"}]
 
 
 @pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")

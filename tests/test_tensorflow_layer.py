@@ -418,6 +418,78 @@ def test_second_derivatives_regression_are_refused_not_partial(graph):
     np.testing.assert_allclose(wrap(jvp)(zt).numpy(), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_empty_batch_regression_gives_empty_outputs(graph, rng):
+    """A batch of none (a replica's share of a short last batch under a
+    MirroredStrategy with two replicas, a boolean mask selecting nothing) gives
+    empty outputs and zero gradients, as TensorFlow's own ops do; it stopped
+    `fit` and `predict` with "has an empty batch" (found by a probe)."""
+    case = CASES["affine_projection"]()
+    layer = tf_layer(case)
+    p, A, b = (tf.constant(v) for v in case.sample(rng))
+    n = p.shape[0]
+
+    def run(p_, keep):
+        with tf.GradientTape() as tape:
+            tape.watch(p_)
+            x = layer(tf.boolean_mask(p_, keep), A, b)[0]
+            loss = tf.reduce_sum(x ** 2)
+        return x, tape.gradient(loss, p_)
+
+    fn = tf.function(run, input_signature=[tf.TensorSpec([None, n], tf.float64),
+                                           tf.TensorSpec([None], tf.bool)]) if graph else run
+    batch = tf.stack([p, p + 1.0])
+    x, grad = fn(batch, tf.constant([False, False]))
+    assert tuple(x.shape) == (0, n) and tuple(grad.shape) == (2, n)
+    assert not grad.numpy().any()
+    x, grad = fn(batch, tf.constant([False, True]))  # and the next call solves
+    alone = layer(p + 1.0, A, b)[0]
+    np.testing.assert_allclose(x.numpy()[0], alone.numpy(), atol=1e-12)
+    assert grad.numpy()[1].any() and not grad.numpy()[0].any()
+
+
+def test_keras_output_spec_regression_from_the_batched_and_floating_inputs():
+    """The symbolic output took its batch size and dtype from the first input:
+    a shared first input gave the model its own shape as the batch (or failed
+    for a scalar), an int32 first input an int32 output (found by a probe)."""
+    n = 3
+    x, a, z, lam = cp.Variable(n), cp.Parameter(n), cp.Parameter(n), cp.Parameter(nonneg=True)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - z) + a @ x + lam * cp.norm1(x)))
+    layer = KerasCvxpyLayer(prob, [a, z, lam], [x])
+    inputs = keras.Input(shape=(n,))
+    shared = tf.ones(n, tf.float32)
+    model = keras.Model(inputs, layer([shared, inputs, tf.constant(0.5)]))
+    assert model.output_shape == (None, n)
+    out = model.predict(np.ones((5, n), np.float32), verbose=0)
+    assert out.shape == (5, n) and out.dtype == np.float32
+    spec = layer.compute_output_spec([keras.KerasTensor((n,), dtype="int32"),
+                                      keras.KerasTensor((None, n), dtype="float32"),
+                                      keras.KerasTensor((), dtype="float32")])
+    assert spec.shape == (None, n) and spec.dtype == "float32"
+
+
+def test_saved_model_regression_is_refused_while_saving(tmp_path, rng):
+    """`tf.saved_model.save` (and Keras' `model.export`) wrote a SavedModel
+    without a word that ran only in the writing process: elsewhere, "Could not
+    find callback with key=pyfunc_0" (the solve is a numpy_function; found by a
+    probe). Refused while saving, saying what to do; the layer still runs."""
+    case = CASES["sparsemax"]()
+    layer = tf_layer(case)
+    (z,) = case.sample(rng)
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(z.shape, tf.float64)])
+        def serve(self, z_):
+            return layer(z_)[0]
+
+    model = Model()
+    with pytest.raises(NotImplementedError, match=r"cannot be saved in a SavedModel.*"
+                       r"model\.save_weights"):
+        tf.saved_model.save(model, str(tmp_path / "saved"))
+    np.testing.assert_allclose(model.serve(tf.constant(z)).numpy(),
+                               case.closed_form([z])[0], atol=1e-9)
+
+
 def test_static_errors_are_raised_at_trace_time():
     case = CASES["affine_projection"]()
     layer = tf_layer(case)

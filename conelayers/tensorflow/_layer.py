@@ -33,11 +33,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record  # what tf.custom_gradient records with
 from tensorflow.python.ops import control_flow_util  # what tf.function's XLA context uses
+from tensorflow.python.saved_model import save_context  # set while a SavedModel is traced
 
 from .. import _layer as core
 from .._errors import (
     ParameterError,
     describe_keras_config,
+    describe_saved_model,
     describe_second_order,
     describe_vectorized_map,
     describe_xla,
@@ -58,6 +60,7 @@ _PENDING = 32  # forward passes whose solution waits for a backward pass
 # The name scope TensorFlow's pfor (tf.vectorized_map) traces its function in
 # (tensorflow/python/ops/parallel_for/control_flow_ops.py, `_pfor_impl`).
 _PFOR_SCOPE = "loop_body"
+_EMPTY = -1  # the key of a forward pass over an empty batch (nothing solved)
 
 
 class CvxpyLayer:
@@ -96,6 +99,9 @@ class CvxpyLayer:
             # (XLA's own error comes only when the graph runs: "No registered
             # 'PyFunc' OpKernel for XLA_CPU_JIT devices".)
             raise NotImplementedError(describe_xla())
+        if save_context.in_save_context():
+            # (The export itself succeeded; only another process failed to run it.)
+            raise NotImplementedError(describe_saved_model())
         if not tf.executing_eagerly() and _PFOR_SCOPE in (
                 tf.compat.v1.get_default_graph().get_name_scope().split("/")):
             # (tf.vectorized_map traces its function in pfor's "loop_body" scope.)
@@ -104,7 +110,8 @@ class CvxpyLayer:
         # What can be judged before running (count, static shapes, batch sizes) is
         # judged now, so that even inside tf.function it raises ParameterError.
         check_shapes(self.layer.program.parameters,
-                     [None if t.shape.rank is None else tuple(t.shape) for t in tensors])
+                     [None if t.shape.rank is None else tuple(t.shape) for t in tensors],
+                     allow_empty=True)
         call = _CallOptions(solver_args, throw, executor)
         # float16 and bfloat16 (Keras' mixed precision) travel as float64, which
         # holds them exactly, and the outputs are rounded once, back to the
@@ -123,6 +130,14 @@ class CvxpyLayer:
                                 executor=call.executor)
 
     def _forward_np(self, dtype, call, *arrays):
+        program = self.layer.program
+        if _empty_batch(program.parameters, arrays):
+            # A batch of none (a replica's share of a short last batch under a
+            # MirroredStrategy, a boolean mask that selects nothing): no outputs,
+            # as any TensorFlow op gives; its derivatives are empty or zero.
+            return (np.int64(_EMPTY), *[np.zeros((0, *o.shape), dtype=dtype)
+                                        for o in program.outputs],
+                    np.zeros(0, dtype=object))
         with self._lock:
             # A new pass: the last one differentiated lets its factors go before
             # this one's are made (a training loop holds one step's, as before).
@@ -160,11 +175,15 @@ class CvxpyLayer:
 
     def _adjoint_np(self, dtype, n_params, call, key, *args):
         arrays, douts = args[:n_params], args[n_params:]
+        if key == _EMPTY:
+            return [np.zeros_like(a, dtype=dtype) for a in arrays]
         grads = self._solution(key, arrays, call).adjoint(*douts)
         return [np.asarray(g, dtype=dtype) for g in grads]
 
     def _derivative_np(self, dtype, n_params, call, key, *args):
         arrays, dparams = args[:n_params], args[n_params:]
+        if key == _EMPTY:
+            return [np.zeros((0, *o.shape), dtype=dtype) for o in self.layer.program.outputs]
         douts = self._solution(key, arrays, call).derivative(*dparams)
         return [np.asarray(d, dtype=dtype) for d in douts]
 
@@ -346,6 +365,14 @@ def _as_list(result: Any) -> list[tf.Tensor]:
     return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
+def _empty_batch(specs: Sequence[ParameterSpec], arrays: Sequence[np.ndarray]) -> bool:
+    """Whether the values carry a batch axis, and it is empty (sizes that
+    disagree are the core's to report)."""
+    sizes = [np.shape(a)[0] for a, spec in zip(arrays, specs, strict=False)
+             if np.ndim(a) == len(spec.shape) + 1]
+    return bool(sizes) and all(b == 0 for b in sizes)
+
+
 def _batched(program, tensors) -> bool:
     return any(t.shape.rank is not None and t.shape.rank == len(spec.shape) + 1
                for spec, t in zip(program.parameters, tensors, strict=False))
@@ -432,9 +459,14 @@ class KerasCvxpyLayer(keras.layers.Layer):
     def compute_output_spec(self, inputs: Any) -> Any:
         params = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         program = self.cvxpy_layer.layer.program
-        dtype = params[0].dtype if params else "float64"
-        batched = any(len(p.shape) == len(s.shape) + 1 for p, s in zip(
-            params, program.parameters, strict=False))
-        lead = (params[0].shape[0],) if batched else ()
+        # The batch size from a batched input, the dtype from a floating one
+        # (the first input was taken for both: a shared first input gave the
+        # model its shape as the batch's, or failed for a scalar).
+        batched = [p for p, s in zip(params, program.parameters, strict=False)
+                   if len(p.shape) == len(s.shape) + 1]
+        dtypes = [keras.backend.standardize_dtype(p.dtype) for p in params]
+        floating = [d for d in dtypes if "float" in d]
+        dtype = floating[0] if floating else "float64"
+        lead = (batched[0].shape[0],) if batched else ()
         specs = [keras.KerasTensor((*lead, *o.shape), dtype=dtype) for o in program.outputs]
         return specs[0] if len(specs) == 1 else specs
