@@ -466,6 +466,9 @@ def test_keras_output_spec_regression_from_the_batched_and_floating_inputs():
                                       keras.KerasTensor((None, n), dtype="float32"),
                                       keras.KerasTensor((), dtype="float32")])
     assert spec.shape == (None, n) and spec.dtype == "float32"
+    # A wrong shape is judged when the model is built (it was first when fit traced).
+    with pytest.raises(ParameterError, match=r"`parameters\[1\]` .*got shape \(None, 5\)"):
+        layer([shared, keras.Input(shape=(5,)), tf.constant(0.5)])
 
 
 def test_saved_model_regression_is_refused_while_saving(tmp_path, rng):

@@ -462,6 +462,8 @@ class KerasCvxpyLayer(keras.layers.Layer):
         # The batch size from a batched input, the dtype from a floating one
         # (the first input was taken for both: a shared first input gave the
         # model its shape as the batch's, or failed for a scalar).
+        # Count and shapes judged when the model is built, not first when fit traces.
+        check_shapes(program.parameters, [tuple(p.shape) for p in params], allow_empty=True)
         batched = [p for p, s in zip(params, program.parameters, strict=False)
                    if len(p.shape) == len(s.shape) + 1]
         dtypes = [keras.backend.standardize_dtype(p.dtype) for p in params]
