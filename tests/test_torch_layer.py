@@ -564,3 +564,22 @@ def test_in_place_edits_of_outputs_and_expanded_inputs(rng):
     (plain * (2.0 * w.sum(dim=0))).sum().backward()
     torch.testing.assert_close(base.grad, tracked.grad, rtol=0, atol=1e-12)
     torch.testing.assert_close(x.detach(), 2.0 * plain.detach().expand(3, -1), rtol=0, atol=0)
+
+
+def test_outputs_and_gradients_regression_are_contiguous(rng):
+    """Batched outputs and gradients came with the batch axis fastest (x of
+    shape (4, 3) had strides (1, 4)), so `out.view(B, -1)` and
+    `torch.cat([g.view(-1) ...])` raised (found by a probe, 2026-12-04)."""
+    X, P = cp.Variable((2, 3)), cp.Parameter((2, 3))
+    x, q = cp.Variable(3), cp.Parameter(3)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - P) + cp.sum_squares(x - q)), [X >= 0, x >= 0])
+    layer = CvxpyLayer(prob, [P, q], [X, x])
+    Pt = torch.tensor(rng.standard_normal((4, 2, 3)), requires_grad=True)
+    qt = torch.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    Xo, xo = layer(Pt, qt)
+    assert Xo.is_contiguous() and xo.is_contiguous()
+    grads = torch.autograd.grad(Xo.view(4, -1).sum() + (xo.view(-1) ** 2).sum(), [Pt, qt])
+    assert all(g.is_contiguous() for g in grads)
+    # (the projection onto x ≥ 0 and X ≥ 0: its gradient is the indicator of the positives)
+    torch.testing.assert_close(grads[0], (Pt > 0).double(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(grads[1], 2 * qt.detach().clamp(min=0), rtol=0, atol=1e-9)

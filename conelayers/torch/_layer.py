@@ -137,8 +137,13 @@ class _Call:
         return None
 
     def to_torch(self, arrays) -> tuple[torch.Tensor | None, ...]:
+        # Contiguous, as torch's own ops return them: the core's batched outputs
+        # and gradients come with the batch axis fastest (x of shape (4, 3) had
+        # strides (1, 4)), where `out.view(B, -1)` raises. (Not ascontiguousarray,
+        # which makes a 0-d array 1-d.)
         return tuple(None if a is None else
-                     torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+                     torch.as_tensor(np.asarray(a, order="C"), dtype=self.dtype,
+                                     device=self.device)
                      for a in arrays)
 
     def forward(self, tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
