@@ -34,6 +34,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ._batched import segment_sums, stack_rows
+from ._cones import SOC, Nonneg
 from ._errors import ParameterError
 from ._linearization import Linearization, Structure, _warn
 from ._typing import CSC, FloatArray
@@ -112,6 +113,18 @@ class ItemDerivative:
                     "A minimum-norm least-squares derivative is used instead; treat this "
                     "item's gradient with care."
                 )
+            elif lin.regular:
+                rows = _not_strictly_complementary(structure, lin.y, lin.s)
+                if rows.size:
+                    _warn(
+                        f"the derivative at batch item {index} may not exist: the solution "
+                        f"is not strictly complementary ({_rows_text(rows)} of the cone "
+                        "program: a constraint active with a zero multiplier, e.g. min(c, h) "
+                        "at c = h, "
+                        "sparsemax at an entry on its support's boundary), where the "
+                        "solution map has a kink. One element of its generalized Jacobian "
+                        "is used; treat this item's gradient with care."
+                    )
             solve = lin.solve
             solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
         else:
@@ -164,6 +177,38 @@ def jvp_many(structure: Structure, derivs: list[ItemDerivative], dA: FloatArray,
     du, dv, dw = Z[:, :n], Z[:, n:-1], Z[:, -1:]
     Ddv = structure.dproj.matvec_many(stack("D_vals"), dv)
     return -(du - X * dw), -(Ddv - Y * dw), -(Ddv - dv - S * dw)
+
+
+# Strict complementarity fails where y + s is on the boundary of the cone: a
+# nonnegative row with both y and s zero, a second-order cone block whose y + s
+# is on its boundary. Judged to this relative margin: a refined point is exact
+# to ~1e-15, an interior-point answer keeps y + s in the interior by ~√μ.
+_COMPLEMENTARITY_MARGIN = 1e-10
+
+
+def _not_strictly_complementary(structure: Structure, y: FloatArray,
+                                s: FloatArray) -> np.ndarray:
+    """First rows of the Nonneg entries and SOC blocks where y + s is on the
+    cone's boundary (both zero, for a Nonneg row): there the projection is not
+    differentiable, and K's regularity says nothing about the solution map's."""
+    total = y + s
+    tol = _COMPLEMENTARITY_MARGIN * (1.0 + max(float(np.abs(y).max(initial=0.0)),
+                                               float(np.abs(s).max(initial=0.0))))
+    rows: list[int] = []
+    for offset, cone in structure.layout.of_type(Nonneg):
+        block = total[offset:offset + cone.dim]
+        rows.extend((offset + np.flatnonzero(block <= tol)).tolist())
+    for offset, cone in structure.layout.of_type(SOC):
+        block = total[offset:offset + cone.dim]
+        if block[0] - np.linalg.norm(block[1:]) <= tol:
+            rows.append(offset)
+    return np.array(rows, dtype=int)
+
+
+def _rows_text(rows: np.ndarray, most: int = 6) -> str:
+    shown = ", ".join(str(r) for r in rows[:most])
+    more = f" and {rows.size - most} more" if rows.size > most else ""
+    return f"row{'s' if rows.size > 1 else ''} {shown}{more}"
 
 
 def _outputs_determined(

@@ -56,3 +56,45 @@ def test_distinct_bounds_are_differentiable():
     layer = CvxpyLayer(cp.Problem(cp.Maximize(x), [x <= h1, x <= h2]), [h1, h2], [x])
     grads = layer.solve(np.array(1.0), np.array(2.0)).adjoint(np.array(1.0))
     np.testing.assert_allclose(grads, [1.0, 0.0], atol=1e-10)
+
+
+def _one_sided(layer, values, i, w, sign, eps=1e-6):
+    """One-sided difference of ⟨w, outputs⟩ in each entry of values[i]."""
+    base = np.ravel(layer.solve(*values).values[0])
+    g = np.zeros_like(values[i])
+    for k in range(g.size):
+        moved = [v.copy() for v in values]
+        moved[i].flat[k] += sign * eps
+        g.flat[k] = sign * w @ (np.ravel(layer.solve(*moved).values[0]) - base) / eps
+    return g
+
+
+@pytest.mark.parametrize("case", ["min(c, h) at c = h", "sparsemax of a one-hot input"])
+def test_kink_with_a_zero_multiplier_regression_is_reported(case):
+    """A constraint active with a zero multiplier (K regular, so the singular
+    path's check never ran) gave one element of the generalized Jacobian
+    without a word (found by a probe, 2026-12-04). One-sided differences show
+    the kink; a point off it is exact and not reported."""
+    if case == "min(c, h) at c = h":
+        x, c, h = cp.Variable(), cp.Parameter(), cp.Parameter()
+        layer = CvxpyLayer(cp.Problem(cp.Minimize((x - c) ** 2), [x <= h]), [c, h], [x])
+        at, off, w, i = [np.array(1.0), np.array(1.0)], [np.array(0.7), np.array(1.0)], \
+            np.array([1.0]), 0
+    else:
+        p, z = cp.Variable(3), cp.Parameter(3)
+        layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(p - z)),
+                                      [cp.sum(p) == 1, p >= 0]), [z], [p])
+        at, off, w, i = [np.array([1.0, 0.0, 0.0])], [np.array([1.0, 0.3, -0.5])], \
+            np.array([1.0, 2.0, -1.0]), 0
+    sol = layer.solve(*at)
+    with pytest.warns(DerivativeWarning, match=r"item 0 may not exist: the solution is not "
+                      r"strictly complementary"):
+        sol.adjoint(w if w.size > 1 else w[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DerivativeWarning)
+        right, left = (_one_sided(layer, at, i, w, s) for s in (1, -1))
+    assert np.abs(right - left).max() > 0.3  # a kink indeed
+    # Off the kink: no warning (DerivativeWarning is an error in this suite), and exact.
+    grads = layer.solve(*off).adjoint(w if w.size > 1 else w[0])
+    fd = (_one_sided(layer, off, i, w, 1) + _one_sided(layer, off, i, w, -1)) / 2
+    np.testing.assert_allclose(grads[i], fd, atol=1e-5)

@@ -48,7 +48,8 @@ def failing_batch():
     x = cp.Variable(2)
     lo, s = cp.Parameter(2), cp.Parameter()
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, cp.sum(x) <= s])
-    lo_v = np.array([[0.5, 0.5], [0.5, 0.5], [0.1, 0.2], [0.0, 0.0]])
+    # (item 3 not at lo = 0, where x = max(lo, 0) has a kink and the layer warns)
+    lo_v = np.array([[0.5, 0.5], [0.5, 0.5], [0.1, 0.2], [-0.3, 0.2]])
     s_v = np.array([2.0, 0.0, 1.0, 1.0])  # item 1 is infeasible
     return CvxpyLayer(prob, [lo, s], [x], chunk_size=1), (lo_v, s_v)
 
