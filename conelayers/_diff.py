@@ -26,6 +26,7 @@ diffcp's own solvers of the derivative equations (``lsqr``, ``lsmr``,
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ._batched import segment_sums, stack_rows
-from ._cones import SOC, Nonneg
+from ._cones import SOC, ConeLayout, Nonneg
 from ._errors import ParameterError
 from ._linearization import Linearization, Structure, _warn
 from ._typing import CSC, FloatArray
@@ -194,15 +195,26 @@ def _not_strictly_complementary(structure: Structure, y: FloatArray,
     total = y + s
     tol = _COMPLEMENTARITY_MARGIN * (1.0 + max(float(np.abs(y).max(initial=0.0)),
                                                float(np.abs(s).max(initial=0.0))))
-    rows: list[int] = []
-    for offset, cone in structure.layout.of_type(Nonneg):
-        block = total[offset:offset + cone.dim]
-        rows.extend((offset + np.flatnonzero(block <= tol)).tolist())
-    for offset, cone in structure.layout.of_type(SOC):
-        block = total[offset:offset + cone.dim]
-        if block[0] - np.linalg.norm(block[1:]) <= tol:
-            rows.append(offset)
-    return np.array(rows, dtype=int)
+    nonneg, heads, tails, owner = _complementarity_rows(structure.layout)
+    tail_norms = np.sqrt(np.bincount(owner, total[tails] ** 2, minlength=heads.size))
+    bad = np.concatenate([nonneg[total[nonneg] <= tol],
+                          heads[total[heads] - tail_norms <= tol]])
+    return np.sort(bad)
+
+
+@functools.lru_cache(maxsize=64)
+def _complementarity_rows(layout: ConeLayout) -> tuple[np.ndarray, ...]:
+    """The layout's Nonneg rows, SOC heads, SOC tail rows and each tail row's
+    cone (an index into the heads): one set of NumPy calls per item, however
+    many cones (a Python loop over them cost ~3 µs a cone)."""
+    nonneg = [np.arange(o, o + c.dim) for o, c in layout.of_type(Nonneg)]
+    socs = layout.of_type(SOC)
+    heads = np.array([o for o, _ in socs], dtype=np.intp)
+    tails = [np.arange(o + 1, o + c.dim) for o, c in socs]
+    owner = [np.full(c.dim - 1, k) for k, (_, c) in enumerate(socs)]
+    cat = lambda parts: np.concatenate(parts).astype(np.intp) if parts else (  # noqa: E731
+        np.zeros(0, dtype=np.intp))
+    return cat(nonneg), heads, cat(tails), cat(owner)
 
 
 def _rows_text(rows: np.ndarray, most: int = 6) -> str:
