@@ -110,9 +110,11 @@ class ItemDerivative:
                     f"the derivative at batch item {index} does not exist for the requested "
                     f"outputs (condition number of the derivative system ≈ "
                     f"{lin.condition:.1e}): the solution is not unique or not strictly "
-                    "complementary there (e.g. a constraint active with a zero multiplier). "
-                    "A minimum-norm least-squares derivative is used instead; treat this "
-                    "item's gradient with care."
+                    "complementary there (e.g. a constraint active with a zero multiplier), "
+                    "or the problem is too ill-conditioned for its derivative in double "
+                    "precision (badly scaled data; a quadratic objective whose matrix has a "
+                    "condition number of 1e7 or more). A minimum-norm least-squares "
+                    "derivative is used instead; treat this item's gradient with care."
                 )
             elif lin.regular:
                 rows = _not_strictly_complementary(structure, lin.y, lin.s)
