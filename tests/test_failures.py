@@ -257,3 +257,25 @@ def test_refinement_that_stays_stalled_is_reported_inaccurate(monkeypatch):
         sol = layer.solve(*values, solver_args=CLARABEL_DEFAULT)
     assert sol.status == (Status.optimal_inaccurate,)
     assert sol.ok[0] and 1e-9 < sol.residual[0] < 1e-3  # values kept, honestly labelled
+
+
+def test_false_certificates_regression_are_not_reported_as_verdicts():
+    """Clarabel gave certificates that do not hold for the data (found by a
+    probe, 2026-12-04), and the layer passed them on as verdicts: a strongly
+    convex QP reported unbounded, an LP over a bounded box unbounded. A verdict
+    whose certificate fails is solved again at the tight tolerance, and is a
+    numerical error if that fails too, never infeasibility or unboundedness."""
+    x, c, u = cp.Variable(3), cp.Parameter(3), cp.Parameter(3)
+    qp = CvxpyLayer(cp.Problem(cp.Minimize(c @ x + 0.5 * cp.sum_squares(x)), [x <= u]),
+                    [c, u], [x])
+    sol = qp.solve(np.array([1e-6, -1e5, -2.0]), np.array([1.0, 5e4, 3e-6]), throw=False)
+    assert sol.status[0] not in (Status.unbounded, Status.unbounded_inaccurate)
+    if sol.ok[0]:  # (x = min(-c, u), if the re-solve gets there)
+        np.testing.assert_allclose(sol.values[0], [-1e-6, 5e4, 3e-6], atol=1e-6)
+    lo, hi, total = cp.Parameter(3), cp.Parameter(3), cp.Parameter()
+    lp = CvxpyLayer(cp.Problem(cp.Minimize(c @ x), [x >= lo, x <= hi, cp.sum(x) == total]),
+                    [c, lo, hi, total], [x])
+    sol = lp.solve(np.array([1e-6, 2e-6, 1e6]), np.array([0.0, 0.0, 1e-6]),
+                   np.array([1e6, 1e-6, 1e6]), np.array(5e5), throw=False)
+    assert sol.status[0] is Status.optimal
+    np.testing.assert_allclose(sol.values[0], [5e5 - 1e-6, 0.0, 1e-6], rtol=0, atol=2e-6)
