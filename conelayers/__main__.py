@@ -21,13 +21,13 @@ import runpy
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import cvxpy as cp
 
 from ._dpp import DPPReport, check_dpp
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 EXIT_OK = 0
 EXIT_NOT_COMPLIANT = 1
@@ -73,6 +73,8 @@ def _split_target(target: str) -> tuple[str, str | None]:
 
 def _run_script(path: str) -> dict[str, Any]:
     """The globals of ``path`` after running it; its prints go to stderr."""
+    if os.path.isdir(path):
+        raise _UsageError(f"{path!r} is a directory; pass the path of a Python script in it.")
     if not os.path.isfile(path):
         raise _UsageError(f"no such file: {path!r}; pass the path of a Python script.")
     directory = os.path.dirname(os.path.abspath(path))
@@ -126,7 +128,7 @@ def _find_problems(namespace: dict[str, Any], path: str,
     return found
 
 
-def _check(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace, out: IO[str]) -> int:
     path, name = _split_target(args.target)
     namespace = _run_script(path)
     reports: list[tuple[str, DPPReport]] = [
@@ -141,7 +143,7 @@ def _check(args: argparse.Namespace) -> int:
             "ok": all_ok,
             "problems": [{"name": key, **report.to_dict()} for key, report in reports],
         }
-        print(json.dumps(document, indent=2, ensure_ascii=False))
+        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
     else:
         blocks = []
         for key, report in reports:
@@ -149,17 +151,19 @@ def _check(args: argparse.Namespace) -> int:
             verdict = ("compliant" if report.ok else
                        f"not compliant, {count} finding{'s' if count != 1 else ''}")
             blocks.append(f"{path}:{key}: {verdict} ({report.discipline})\n{report}")
-        print("\n\n".join(blocks))
+        print("\n\n".join(blocks), file=out)
     return EXIT_OK if all_ok else EXIT_NOT_COMPLIANT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     """Run the ``conelayers`` command line; return the exit status.
 
     Parameters
     ----------
     argv : sequence of str, optional
         The arguments after the program name; ``sys.argv[1:]`` by default.
+    out : text stream, optional
+        Where the report goes; ``sys.stdout`` by default (see :func:`run`).
 
     Returns
     -------
@@ -173,11 +177,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
     try:
-        return _check(args)
+        return _check(args, out if out is not None else sys.stdout)
     except _UsageError as exc:
         print(f"conelayers {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
+def run() -> int:
+    """The program (``python -m conelayers``, the ``conelayers`` script): the
+    report alone on stdout. Everything else written to file descriptor 1 goes to
+    stderr, for the rest of the process: the checked script's prints at the C or
+    file-descriptor level, its subprocesses', an ``atexit`` handler's or a
+    thread's after the report (each of which had made ``--json`` output
+    unparseable; ``contextlib.redirect_stdout`` moves Python's ``sys.stdout``
+    only, and only while the script loads)."""
+    sys.stdout.flush()
+    report = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    try:
+        return main(out=report)
+    finally:
+        report.flush()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

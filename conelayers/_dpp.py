@@ -468,10 +468,11 @@ def check_dpp(problem: cp.Problem, *, gp: bool = False) -> DPPReport:
 def _note(problem: cp.Problem, gp: bool) -> str:
     """A hint when the other rule set accepts the problem."""
     if not gp and problem.is_dgp(dpp=True):
-        return ("Note: the problem is DGP and DPP; pass `gp=True` to solve it as a "
-                "geometric program.")
+        return ("Note: the problem is DGP and DPP; pass `gp=True` (on the command line, "
+                "`--gp`) to solve it as a geometric program.")
     if gp and problem.is_dcp(dpp=True):
-        return "Note: the problem is DCP and DPP; pass `gp=False` (the default)."
+        return ("Note: the problem is DCP and DPP; pass `gp=False` (the default; on the "
+                "command line, leave out `--gp`).")
     return ""
 
 
@@ -1150,8 +1151,10 @@ class _Analysis:
                     f"DGP needs `log-log convex <= log-log concave` (posynomial <= "
                     f"monomial); here the left side is {self.curvature(lhs)} and the right "
                     f"side is {self.curvature(rhs)}.",
-                    "divide through so that the right side is a monomial (posynomial / "
-                    "monomial <= 1), or exchange sides if the direction is reversed.",
+                    "write it as `posynomial <= monomial`, dividing both sides by a "
+                    "monomial to move one (`x + y <= z` is `x / z + y / z <= 1`); a "
+                    "posynomial on the larger side (`1 <= x + y`) or in a denominator "
+                    "(`x / (y + a) <= 1`) has no GP form.",
                 )
             if isinstance(con, Equality):
                 return (
@@ -1272,8 +1275,13 @@ class _Analysis:
                 return (
                     Rule.dgp_atom,
                     f"`{_text(node)}` negates a positive expression (a subtraction).",
-                    "move the subtracted term to the other side of a constraint (x - y <= "
-                    "1 becomes x <= 1 + y), or use `cp.one_minus_pos` / `cp.diff_pos`.",
+                    "a geometric program has no subtraction. Move the subtracted term to "
+                    "the other side of an inequality where it adds to the smaller side "
+                    "(`a - y >= x` becomes `x + y <= a`); where it would add to the larger "
+                    "side (`x - y <= 1` is `x <= 1 + y`), the constraint has no GP form. "
+                    "`cp.one_minus_pos(y)` (1 - y) and `cp.diff_pos(x, y)` (x - y) are "
+                    "log-log concave: they may be the larger side of an inequality "
+                    "(`x <= cp.one_minus_pos(y)`) or be maximized.",
                 )
             return (
                 Rule.dgp_atom,

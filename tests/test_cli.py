@@ -156,3 +156,33 @@ def test_python_dash_m_entry_point(script):
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["problems"][0]["findings"][0]["rule"] == (
         "parameter_product")
+
+
+def test_json_stdout_regression_holds_the_report_alone(tmp_path):
+    """Output a script writes below Python's sys.stdout (os.write(1, ...), a
+    subprocess, sys.__stdout__), or after the report (an atexit handler), went
+    to stdout and made `--json` unparseable (found by a probe, 2026-12-04): the
+    program now writes the report to stdout alone, the rest to stderr."""
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "import atexit, os, subprocess, sys\n"
+        "import cvxpy as cp\n"
+        "os.write(1, b'from a file descriptor\\n')\n"
+        "subprocess.run(['echo', 'from a subprocess'])\n"
+        "sys.__stdout__.write('from sys.__stdout__\\n'); sys.__stdout__.flush()\n"
+        "atexit.register(lambda: print('from atexit'))\n"
+        "x = cp.Variable()\n"
+        "problem = cp.Problem(cp.Minimize(x), [x >= 1])\n")
+    result = subprocess.run([sys.executable, "-m", "conelayers", "check", str(script),
+                             "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    for line in ("from a file descriptor", "from a subprocess", "from sys.__stdout__",
+                 "from atexit"):
+        assert line in result.stderr
+
+
+def test_directory_regression_is_named_a_directory(tmp_path, capsys):
+    """A directory was reported as "no such file" (found by a probe)."""
+    assert main(["check", str(tmp_path)]) == 2
+    assert "is a directory; pass the path of a Python script in it" in capsys.readouterr().err

@@ -455,6 +455,23 @@ def test_fix_applied_as_written_gives_a_compliant_problem_of_the_same_model(name
         np.testing.assert_allclose(fixed.objective.value, problem.objective.value, rtol=1e-12)
 
 
+def test_gp_fix_examples_regression_are_geometric_programs():
+    """The GP fixes' examples, applied: the subtraction fix offered `x <= 1 + y`
+    for `x - y <= 1` (a posynomial on the larger side, still not DGP) and the
+    constraint fix "divide through" where no GP form exists (found by a probe,
+    2026-12-04). Each rewrite a fix now offers is DGP; those it says have no GP
+    form are not."""
+    x, y, z = (cp.Variable(pos=True, name=n) for n in "xyz")
+    a = cp.Parameter(pos=True, name="a")
+    dgp = lambda *cons: cp.Problem(cp.Minimize(x * y * z), list(cons)).is_dgp(dpp=True)  # noqa: E731
+    (sub,) = check_dpp(cp.Problem(cp.Minimize(x * y), [a - y >= x]), gp=True).findings
+    assert "`a - y >= x` becomes `x + y <= a`" in sub.fix and "no GP form" in sub.fix
+    assert dgp(x + y <= a) and not dgp(x <= 1 + y) and dgp(x <= cp.one_minus_pos(y))
+    (kind,) = check_dpp(cp.Problem(cp.Minimize(x * y * z), [x + y <= z + a]), gp=True).findings
+    assert "`x + y <= z` is `x / z + y / z <= 1`" in kind.fix, kind.fix
+    assert dgp(x / z + y / z <= 1) and not dgp(1 <= x + y) and not dgp(x / (y + a) <= 1)
+
+
 def test_top_level_failure_says_so():
     (f,) = check_dpp(BAD["convex_greater_or_equal"].build()).findings
     assert f.top_level
