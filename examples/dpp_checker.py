@@ -22,9 +22,9 @@ from conelayers import check_dpp
 def mistakes() -> list[tuple[str, cp.Problem, cp.Problem]]:
     x = cp.Variable(3, name="x")
     a, b = cp.Parameter(name="a"), cp.Parameter(name="b")
-    ab = cp.Parameter(name="ab")  # set ab.value = a.value * b.value
+    a_b = cp.Parameter(name="a_b")  # set a_b.value = a.value * b.value, as the fix says
     product = cp.Problem(cp.Minimize(cp.sum_squares(x) + a * b * cp.sum(x)))
-    product_fixed = cp.Problem(cp.Minimize(cp.sum_squares(x) + ab * cp.sum(x)))
+    product_fixed = cp.Problem(cp.Minimize(cp.sum_squares(x) + a_b * cp.sum(x)))
 
     P = cp.Parameter((3, 3), name="P", PSD=True)
     L = cp.Parameter((3, 3), name="L")  # set L.value so that P = Lᵀ L
