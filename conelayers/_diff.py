@@ -116,7 +116,8 @@ class ItemDerivative:
                     "condition number of 1e7 or more). A minimum-norm least-squares "
                     "derivative is used instead; treat this item's gradient with care."
                 )
-            elif lin.regular:
+            else:  # (also where K is singular but the outputs have a derivative: a
+                # redundant equality left a kink unreported, found by a probe)
                 rows = _not_strictly_complementary(structure, lin.y, lin.s)
                 if rows.size:
                     _warn(

@@ -69,7 +69,8 @@ def _one_sided(layer, values, i, w, sign, eps=1e-6):
     return g
 
 
-@pytest.mark.parametrize("case", ["min(c, h) at c = h", "sparsemax of a one-hot input"])
+@pytest.mark.parametrize("case", ["min(c, h) at c = h", "sparsemax of a one-hot input",
+                                  "a QP with a redundant equality"])
 def test_kink_with_a_zero_multiplier_regression_is_reported(case):
     """A constraint active with a zero multiplier (K regular, so the singular
     path's check never ran) gave one element of the generalized Jacobian
@@ -80,6 +81,16 @@ def test_kink_with_a_zero_multiplier_regression_is_reported(case):
         layer = CvxpyLayer(cp.Problem(cp.Minimize((x - c) ** 2), [x <= h]), [c, h], [x])
         at, off, w, i = [np.array(1.0), np.array(1.0)], [np.array(0.7), np.array(1.0)], \
             np.array([1.0]), 0
+    elif case == "a QP with a redundant equality":
+        # K singular (the equality twice) with outputs determined: that path skipped
+        # the complementarity check (found by a probe of OptNet-style layers).
+        x, q, h = cp.Variable(3), cp.Parameter(3), cp.Parameter()
+        ones, g = np.ones(3), np.array([1.0, -1.0, 0.0])
+        layer = CvxpyLayer(cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x) + q @ x),
+                                      [ones @ x == 1, 2 * ones @ x == 2, g @ x <= h]), [q, h], [x])
+        at, off = [np.array([-1.0, 1.0, 0.3]), np.array(2.0)], \
+            [np.array([-1.0, 1.0, 0.3]), np.array(2.5)]
+        w, i = np.array([1.0, 0.0, 0.0]), 1
     else:
         p, z = cp.Variable(3), cp.Parameter(3)
         layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(p - z)),
