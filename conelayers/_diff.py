@@ -124,8 +124,7 @@ class ItemDerivative:
                         f"the derivative at batch item {index} may not exist: the solution "
                         f"is not strictly complementary ({_rows_text(rows)} of the cone "
                         "program: a constraint active with a zero multiplier, e.g. min(c, h) "
-                        "at c = h, "
-                        "sparsemax at an entry on its support's boundary), where the "
+                        "at c = h, sparsemax at an entry on its support's boundary), where the "
                         "solution map has a kink. One element of its generalized Jacobian "
                         "is used; treat this item's gradient with care."
                     )

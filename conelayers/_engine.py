@@ -66,6 +66,7 @@ _RESCUABLE = frozenset({Status.optimal_inaccurate, Status.numerical_error,
 # if that fails too it is reported as a numerical error, not as infeasibility.
 _CERTIFICATES = frozenset({Status.infeasible, Status.unbounded})
 _CERTIFICATE_TOL = 1e-4
+_TINY = np.finfo(float).tiny
 
 
 @dataclass(eq=False)
@@ -207,7 +208,7 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
         for i, (A, raw) in solved:
             if raw.status in _CERTIFICATES and not _certificate_holds(engine.structure, A, b[i],
                                                                       c[i], raw):
-                again = solver.solve(prepared, A, b[i], c[i], solver.tightened(options))
+                again = solver.solve(prepared, A, b[i], c[i], again_with[0])
                 again = replace(again, iterations=again.iterations + raw.iterations)
                 if again.status in _CERTIFICATES and not _certificate_holds(
                         engine.structure, A, b[i], c[i], again):
@@ -270,9 +271,6 @@ def _certificate_holds(structure: Structure, A: CSC, b: FloatArray, c: FloatArra
         return False
     return violation <= _CERTIFICATE_TOL * max(scale_A * size, _TINY) and (
         decrease > _CERTIFICATE_TOL)
-
-
-_TINY = np.finfo(float).tiny
 
 
 def _derivatives(engine: Engine, mode: DerivativeMode, A_vals: FloatArray, b: FloatArray,

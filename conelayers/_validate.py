@@ -352,13 +352,13 @@ def check_cotangents(
         expected = (batch.size, *out.shape) if batch.any_batched else out.shape
         if arr.shape != expected:
             raise ParameterError(f"{what} must have shape {expected}; got {arr.shape}.")
+        arr = arr if batch.any_batched else arr[None]
         if failed is not None and failed.any():
-            arr = arr.copy() if batch.any_batched else arr[None].copy()
+            arr = arr.copy()  # (the caller's array is not touched)
             arr[failed] = 0.0
-            arr = arr if batch.any_batched else arr[0]
         if not np.isfinite(arr).all():
             raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
-        result.append(arr if batch.any_batched else arr[None])
+        result.append(arr)
     return tuple(result)
 
 
