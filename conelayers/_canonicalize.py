@@ -33,7 +33,17 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
-from cvxpy.constraints import PSD, SOC, ExpCone, NonNeg, PowCone3D, PowConeND, SvecPSD, Zero
+from cvxpy.constraints import (
+    PSD,
+    SOC,
+    ExpCone,
+    FiniteSet,
+    NonNeg,
+    PowCone3D,
+    PowConeND,
+    SvecPSD,
+    Zero,
+)
 from cvxpy.error import SolverError as CvxpySolverError
 from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
@@ -96,6 +106,16 @@ def canonicalize(
             "(its solution map is not differentiable otherwise). Relax them to "
             "continuous variables."
         )
+    if any(isinstance(c, FiniteSet) for c in problem.constraints):
+        # (CVXPY turns it into boolean variables, and its path to a continuous
+        # solver drops their integrality: the layer solved the relaxation and
+        # called it optimal; found by a probe.)
+        raise NotImplementedError(
+            "`problem` has a `FiniteSet` constraint, which makes it mixed-integer; a "
+            "layer needs a convex problem (its solution map is not differentiable "
+            "otherwise). Replace it by its convex hull, e.g. `FiniteSet(x, [0, 1])` by "
+            "`0 <= x, x <= 1`."
+        )
     if any(leaf.is_complex() for leaf in problem.variables() + problem.parameters()):
         raise NotImplementedError(
             "`problem` has complex variables or parameters, which conelayers does not "
@@ -136,9 +156,12 @@ def canonicalize(
         if param_prob.constr_map.get(kind):
             raise NotImplementedError(
                 "`problem` needs power cones, whose projection diffcp cannot "
-                "differentiate. Write powers with atoms CVXPY expresses by second-order "
-                "cones (e.g. `power(x, p)` with rational p, `pnorm`) instead of "
-                "explicit `PowCone3D`/`PowConeND` constraints."
+                "differentiate: explicit `PowCone3D`/`PowConeND` constraints, or atoms "
+                "with `approx=False` (`power`, `geo_mean`, `pnorm`, ...). Drop "
+                "`approx=False` (CVXPY then expresses those atoms by second-order "
+                "cones), and write explicit power-cone constraints with such atoms "
+                "(e.g. `x**a * y**(1 - a) >= |z|` as `geo_mean(hstack([x, y]), [a, 1 - a]) "
+                ">= abs(z)`)."
             )
 
     dims = param_prob.cone_dims

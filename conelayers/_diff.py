@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ._batched import segment_sums, stack_rows
-from ._cones import SOC, ConeLayout, Nonneg
+from ._cones import PSD, SOC, ConeLayout, Nonneg, unsvec
 from ._errors import ParameterError
 from ._linearization import Linearization, Structure, _warn
 from ._typing import CSC, FloatArray
@@ -52,7 +52,7 @@ class DerivativeMode(enum.Enum):
     dense = "dense"  # diffcp: dense normal equations
 
     @classmethod
-    def parse(cls, value: object) -> DerivativeMode:
+    def parse(cls, value: object, what: str = "`mode`") -> DerivativeMode:
         if isinstance(value, cls):
             return value
         try:
@@ -60,7 +60,7 @@ class DerivativeMode(enum.Enum):
         except ValueError:
             accepted = ", ".join(repr(m.value) for m in cls)
             raise ParameterError(
-                f"`mode` must be one of {accepted}; got {value!r}. 'exact' (the default) "
+                f"{what} must be one of {accepted}; got {value!r}. 'exact' (the default) "
                 "solves the derivative equations exactly; the others are diffcp's "
                 "least-squares solvers."
             ) from None
@@ -118,7 +118,8 @@ class ItemDerivative:
                 )
             else:  # (also where K is singular but the outputs have a derivative: a
                 # redundant equality left a kink unreported, found by a probe)
-                rows = _not_strictly_complementary(structure, lin.y, lin.s)
+                rows = _not_strictly_complementary(structure, lin.y, lin.s,
+                                                   lin.relative_residual)
                 if rows.size:
                     _warn(
                         f"the derivative at batch item {index} may not exist: the solution "
@@ -184,26 +185,40 @@ def jvp_many(structure: Structure, derivs: list[ItemDerivative], dA: FloatArray,
 
 # Strict complementarity fails where y + s is on the boundary of the cone: a
 # nonnegative row with both y and s zero, a second-order cone block whose y + s
-# is on its boundary. Judged to this relative margin: a refined point is exact
-# to ~1e-15, an interior-point answer keeps y + s in the interior by ~√μ.
-_COMPLEMENTARITY_MARGIN = 1e-10
+# is on its boundary. Judged relative to the item's largest |y + s|, to a
+# margin that follows the point's accuracy: 100 times its relative residual,
+# between these bounds. An interior-point answer (residual ~1e-9) keeps y + s
+# in the interior by ~√μ; at a refined point (~1e-15) the kinks of the suite
+# sit at 1e-22 to 3e-14 of scale, while a multiplier 1e-11 of the largest
+# (min cᵀx s.t. x ≥ l, c = (1e-3, 1e8), strictly complementary) was flagged
+# by the fixed margin of 1e-10 (found by a probe).
+_COMPLEMENTARITY_MARGIN = (1e-12, 1e-10)
 
 
-def _not_strictly_complementary(structure: Structure, y: FloatArray,
-                                s: FloatArray) -> np.ndarray:
-    """First rows of the Nonneg entries and SOC blocks where y + s is on the
-    cone's boundary (both zero, for a Nonneg row): there the projection is not
-    differentiable, and K's regularity says nothing about the solution map's."""
+def _not_strictly_complementary(structure: Structure, y: FloatArray, s: FloatArray,
+                                relative_residual: float) -> np.ndarray:
+    """First rows of the Nonneg entries, SOC and PSD blocks where y + s is on
+    the cone's boundary (both zero, for a Nonneg row): there the projection is
+    not differentiable, and K's regularity says nothing about the solution map's."""
     total = y + s
-    tol = _COMPLEMENTARITY_MARGIN * (1.0 + float(np.abs(total).max(initial=0.0)))
+    low, high = _COMPLEMENTARITY_MARGIN
+    scaled = 100.0 * relative_residual
+    margin = min(high, max(low, scaled)) if np.isfinite(scaled) else high
+    tol = margin * (1.0 + float(np.abs(total).max(initial=0.0)))
     nonneg, heads, tails, owner = _complementarity_rows(structure.layout)
-    bad = nonneg[total[nonneg] <= tol]
+    bad = [nonneg[total[nonneg] <= tol]]
     if heads.size:  # (~5 µs per item on sparsemax's layout, one SOC and 51 rows)
         tail_norms = np.sqrt(np.bincount(owner, total[tails] ** 2, minlength=heads.size))
-        at_soc = heads[total[heads] - tail_norms <= tol]
-        if at_soc.size:
-            bad = np.sort(np.concatenate([bad, at_soc]))
-    return bad
+        bad.append(heads[total[heads] - tail_norms <= tol])
+    # A PSD block: Y + S singular (rank Y + rank S below the order; a probe
+    # found the projection onto the PSD cone of a matrix with a zero
+    # eigenvalue unreported).
+    for offset, cone in structure.layout.of_type(PSD):
+        block = unsvec(total[offset:offset + cone.dim], cone.order)  # type: ignore[attr-defined]
+        if np.linalg.eigvalsh(block)[0] <= tol:
+            bad.append(np.array([offset]))
+    rows = np.concatenate(bad)
+    return np.sort(rows) if len(bad) > 1 else rows
 
 
 @functools.lru_cache(maxsize=64)

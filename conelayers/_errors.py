@@ -168,15 +168,29 @@ def describe_failures(statuses: Sequence[Status], solver: str) -> str:
         f"{len(failed)} of {batch} batch item(s) could not be solved by {solver}:"
     ]
     for i, st in shown:
-        lines.append(f"  item {i}: {st.name}: {st.value}")
+        lines.append(f"  item {i}: {st.name}")
     if len(failed) > len(shown):
-        rest = ", ".join(str(i) for i, _ in failed[len(shown) :])
-        lines.append(f"  (also failed: items {rest})")
+        # Grouped by status: a bare list of the rest hid a different kind of
+        # failure among them (found by a probe).
+        rest: dict[Status, list[int]] = {}
+        for i, st in failed[len(shown):]:
+            rest.setdefault(st, []).append(i)
+        groups = "; ".join(f"{st.name}: item{'s' if len(items) > 1 else ''} "
+                           f"{_first_items(items)}" for st, items in rest.items())
+        lines.append(f"  (also failed: {groups})")
+    # Each status explained once (it was repeated for every item shown).
+    for st in dict.fromkeys(st for _, st in failed):
+        lines.append(f"{st.name}: {st.value}")
     lines.append(
         "To keep the other items, pass `throw=False`: failed items then come back "
         "as NaN and `solution.status` tells which ones failed and why."
     )
     return "\n".join(lines)
+
+
+def _first_items(items: Sequence[int], most: int = 20) -> str:
+    shown = ", ".join(str(i) for i in items[:most])
+    return shown if len(items) <= most else f"{shown} and {len(items) - most} more"
 
 
 def describe_inaccurate(indices: Sequence[int], solver: str) -> str:
@@ -249,7 +263,7 @@ def describe_tracing(frontend: str) -> str:
     """Message for a layer traced into a graph of tensor operations."""
     return (
         f"a conelayers layer cannot be traced into a graph ({frontend}: torch.func.linearize, "
-        "make_fx, torch.jit.trace): its solve and derivatives run NumPy and the solvers' C "
+        "make_fx, torch.jit.trace, torch.fx.symbolic_trace): its solve and derivatives run NumPy and the solvers' C "
         "code, which a trace records as constants, so the traced function would give this "
         "call's answer for every input. Call the layer eagerly instead: torch.func.jvp (or "
         "vmap over jvp, which reuses one factorization) in place of linearize; "

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any, cast
 
 import cvxpy as cp
+import numpy as np
 
 from ._canonicalize import canonicalize
 from ._diff import DerivativeMode
@@ -150,12 +152,12 @@ class CvxpyLayer:
         self._engine = Engine.of(self.program)
         name = solver if solver is not None else (given.solver or DEFAULT_SOLVER)
         canonical = self._engine.solver(name)[0].name
-        self._defaults = given.over(CallOptions(canonical, DerivativeMode.exact, DEFAULT_REFINE))
-        self._defaults = CallOptions(canonical, self._defaults.mode, self._defaults.refine,
-                                     self._defaults.native, self._defaults.jobs_forward,
-                                     self._defaults.jobs_backward)
+        # (The solver under its canonical name, whatever case `solve_method` used.)
+        self._defaults = replace(
+            given.over(CallOptions(canonical, DerivativeMode.exact, DEFAULT_REFINE)),
+            solver=canonical)
         # Reject unknown options now, not at the first call.
-        self._engine.solver(canonical)[0].translate_options(self._defaults.native)
+        self._engine.solver(canonical)[0].translate_options(*self._defaults.native)
 
     @property
     def solver(self) -> str:
@@ -190,7 +192,7 @@ class CvxpyLayer:
         options = split_solver_args(solver_args).over(self._defaults)
         assert options.solver is not None and options.mode is not None
         solver, _ = self._engine.solver(options.solver)
-        native = solver.translate_options(options.native)
+        native = solver.translate_options(*options.native)
         throw = self._throw if throw is None else _check_bool(throw, "throw")
         executor = self._executor if executor is None else _check_executor(executor,
                                                                            "executor")
@@ -232,6 +234,6 @@ def _check_executor(value: Any, name: str) -> Executor | None:
 
 
 def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
+    if not isinstance(value, bool | np.bool_):  # (NumPy's too, as `verbose` takes them)
         raise ParameterError(f"`{name}` must be True or False; got {value!r}.")
-    return value
+    return bool(value)

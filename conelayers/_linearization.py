@@ -284,7 +284,7 @@ class Linearization:
         if check and not rel <= _WARN_RTOL:
             _warn(
                 f"the derivative solve at batch item {self.index} has relative residual "
-                f"{rel:.1e}; this item's gradient is inaccurate."
+                f"{rel:.1e}; this item's derivative (JVP or VJP) is inaccurate."
             )
         return sol[:N]
 

@@ -13,8 +13,9 @@ message that names the argument, says what was expected and what was received.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from ._diff import DerivativeMode
 from ._errors import ParameterError
 from ._program import OutputMap, ParameterSpec
+from ._solvers import SOLVERS
+from ._solvers._base import PORTABLE_OPTIONS
 from ._typing import BoolArray, FloatArray
 
 __all__ = [
@@ -91,11 +94,25 @@ def _as_float_array(value: Any, what: str) -> FloatArray:
             "takes NumPy arrays. Use `conelayers.torch.CvxpyLayer` or "
             "`conelayers.tensorflow.CvxpyLayer` for tensors, or convert with `.numpy()`."
         )
+    if isinstance(value, np.ma.MaskedArray):
+        # np.asarray drops the mask and reads the values under it (found by a probe).
+        raise ParameterError(
+            f"{what} is a masked array; the layer would read the values under its mask. "
+            "Pass a plain array: `value.filled(fill)` with the value the masked entries "
+            "should take."
+        )
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse
+        raise ParameterError(
+            f"{what} must be a dense real numeric array; got a sparse "
+            f"{type(value).__name__}. Pass `value.toarray()`."
+        )
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise ParameterError(f"{what} could not be read as an array: {exc}") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    # (timedelta64 is an np.number too: durations are not parameter values.)
+    if arr.dtype == object or arr.dtype.kind == "m" or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ParameterError(
             f"{what} must be a real numeric array; got dtype {arr.dtype} "
             f"({type(value).__name__})."
@@ -240,7 +257,9 @@ def _check_item_values(spec: ParameterSpec, items: FloatArray, batched: bool, wh
                 f"positive; got a value <= 0{_first_violation(bad, items, batched)}."
             )
     if {"symmetric", "PSD", "NSD"} & set(spec.checks):
-        scale = np.maximum(1.0, np.abs(items).max(axis=(1, 2)))
+        # Relative to the item's own scale (an absolute floor of 1 passed
+        # diag(1e-9, -1e-9) as PSD; found by a probe).
+        scale = np.abs(items).max(axis=(1, 2))
         asym = np.abs(items - np.swapaxes(items, 1, 2)).max(axis=(1, 2))
         bad = asym > 1e-8 * scale
         if bad.any():
@@ -320,6 +339,10 @@ def check_tangents(
             raise ParameterError(
                 f"{what} must have the shape of the value passed, {expected}; got {arr.shape}."
             )
+        if not np.isfinite(arr).all():
+            # (Else every output of the item came back NaN, blamed on the
+            # derivative's solve; found by a probe.)
+            raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
         g = np.reshape(arr, (batch.size if is_b else 1, -1), order="F")
         if spec.log:
             g = g / flat
@@ -415,22 +438,33 @@ class CallOptions:
     """``solver_args`` split into the layer's own options and the solver's.
 
     ``None`` means "not given" (the constructor's value or the default applies).
+    ``native``: the solver options of each level that applies (the
+    constructor's, the call's), lowest priority first. They stay apart until
+    the solver translates them (``AbstractSolver.translate_options``): a
+    call's ``max_iter`` must override the constructor's ``max_iters``, which
+    only the solver knows to be the same option.
     """
 
     solver: str | None = None
     mode: DerivativeMode | None = None
     refine: int | None = None
-    native: Mapping[str, Any] = field(default_factory=dict)
+    native: tuple[Mapping[str, Any], ...] = ()
     jobs_forward: int | None = None
     jobs_backward: int | None = None
 
     def over(self, defaults: CallOptions) -> CallOptions:
-        """These options on top of ``defaults`` (solver options merge only
-        when both name the same solver)."""
+        """These options on top of ``defaults``. Where the two name different
+        solvers, only the defaults' portable options (``eps``, ``max_iters``,
+        ``verbose``: every solver has them) carry over; another solver's own
+        options mean nothing to this one."""
         same = self.solver is None or (
             defaults.solver is not None and self.solver.upper() == defaults.solver.upper()
         )
-        native = {**defaults.native, **self.native} if same else dict(self.native)
+        inherited = defaults.native if same else tuple(
+            portable for level in defaults.native
+            if (portable := {k: v for k, v in level.items() if k in PORTABLE_OPTIONS}))
+        native = inherited + self.native
+
         def pick(name: str) -> Any:
             mine = getattr(self, name)
             return mine if mine is not None else getattr(defaults, name)
@@ -450,28 +484,42 @@ def split_solver_args(solver_args: Mapping[str, Any] | None) -> CallOptions:
         )
     options = dict(solver_args)
     name = options.pop("solve_method", None)
-    if name is not None and not isinstance(name, str):
+    if name is not None and (not isinstance(name, str) or name.upper() not in SOLVERS):
+        names = ", ".join(cls.name for cls in SOLVERS.values())
         raise ParameterError(
-            f"`solver_args['solve_method']` must be a solver name such as 'Clarabel'; "
-            f"got {name!r}."
+            f"`solver_args['solve_method']` must be the name of a solver conelayers has "
+            f"(one of {names}); got {name!r}."
         )
     mode = options.pop("mode", None)
-    refine = options.pop("refine", None)
-    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, int)
-                               or refine < 0):
+    refine = _integer_or_none(options.pop("refine", None))
+    if refine is _NOT_INTEGER or (refine is not None and refine < 0):
         raise ParameterError(
             f"`solver_args['refine']` must be a nonnegative integer (the most Newton "
-            f"refinement steps; 0 turns refinement off); got {refine!r}."
+            f"refinement steps; 0 turns refinement off); got {solver_args['refine']!r}."
         )
     jobs = []
     for key in ("n_jobs_forward", "n_jobs_backward"):
-        value = options.pop(key, None)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value == 0 or value < -1):
+        value = _integer_or_none(options.pop(key, None))
+        if value is _NOT_INTEGER or (value is not None and (value == 0 or value < -1)):
             raise ParameterError(
                 f"`solver_args['{key}']` must be a positive number of threads, or -1 for "
-                f"all cores; got {value!r}."
+                f"all cores; got {solver_args[key]!r}."
             )
         jobs.append(value)
-    return CallOptions(name, None if mode is None else DerivativeMode.parse(mode), refine,
-                       options, jobs[0], jobs[1])
+    return CallOptions(
+        name, None if mode is None else DerivativeMode.parse(mode, "`solver_args['mode']`"),
+        refine, (options,) if options else (), jobs[0], jobs[1])
+
+
+_NOT_INTEGER: Any = object()
+
+
+def _integer_or_none(value: Any) -> Any:
+    """``value`` as a Python int (NumPy integers included, as the portable
+    ``max_iters`` takes them), None for None, else ``_NOT_INTEGER`` (bools
+    too: ``refine=True`` is a mistake, not a count)."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        return _NOT_INTEGER
+    return int(value)

@@ -22,6 +22,7 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
+import scipy.sparse as sp
 import pytest
 
 from conelayers import CvxpyLayer, ParameterError
@@ -244,10 +245,12 @@ CALLS = [
     Bad("gp value not positive", _set(0, np.array(-2.0)), r"`parameters\[0\]` \(a,",
         r"declared positive \(pos=True\)", r"a value violates it", gp=True),
     # solvers and options, per call
-    Bad("unknown solver per call", lambda v: v, r"`solver`", r"choose one of Clarabel, SCS, "
-        r"ECOS", r"'GUROBI' is not a solver", kwargs={"solver_args": {"solve_method": "GUROBI"}}),
+    # (The unknown name was blamed on `solver`, which the call did not pass.)
+    Bad("unknown solver per call", lambda v: v, r"`solver_args\['solve_method'\]`",
+        r"one of Clarabel, SCS, ECOS", r"got 'GUROBI'",
+        kwargs={"solver_args": {"solve_method": "GUROBI"}}),
     Bad("solver name not a string", lambda v: v, r"`solver_args\['solve_method'\]`",
-        r"a solver name such as 'Clarabel'", r"got 7",
+        r"one of Clarabel, SCS, ECOS", r"got 7",
         kwargs={"solver_args": {"solve_method": 7}}),
     Bad("misspelled Clarabel option", lambda v: v, r"`solver_args`",
         r"Accepted: .*tol_gap_abs", r"option 'tol_gap' that solver Clarabel does not know",
@@ -257,7 +260,8 @@ CALLS = [
         kwargs={"solver_args": {"acceleration_lookback": 10}}),
     Bad("solver_args not a dict", lambda v: v, r"`solver_args`", r"must be a dict of options",
         r"got list", kwargs={"solver_args": [("eps", 1e-9)]}),
-    Bad("unknown mode", lambda v: v, r"`mode`", r"one of 'exact', 'lsqr', 'lsmr', 'dense'",
+    Bad("unknown mode", lambda v: v, r"`solver_args\['mode'\]`",
+        r"one of 'exact', 'lsqr', 'lsmr', 'dense'",
         r"got 'lpgd'", kwargs={"solver_args": {"mode": "lpgd"}}),
     Bad("negative refine", lambda v: v, r"`solver_args\['refine'\]`",
         r"nonnegative integer", r"got -1", kwargs={"solver_args": {"refine": -1}}),
@@ -300,6 +304,34 @@ CALLS = [
         kwargs={"solver_args": {"feastol": "x", "solve_method": "ECOS"}}),
     Bad("throw not a bool", lambda v: v, r"`throw`", r"must be True or False", r"got 'no'",
         kwargs={"throw": "no"}),
+    # Found by a probe (2026-12-04): each of these reached the solver, or was read wrongly.
+    Bad("masked array", _set(1, np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])),
+        r"`parameters\[1\]` \(b,", r"Pass a plain array: `value\.filled",
+        r"is a masked array", frontends=("numpy",)),
+    Bad("sparse matrix", _set(0, lambda a: sp.csr_matrix(a)), r"`parameters\[0\]` \(A,",
+        r"Pass `value\.toarray\(\)`", r"got a sparse csr_matrix", frontends=("numpy",)),
+    Bad("durations", _set(1, np.array([1, 2, 3], dtype="timedelta64[s]")),
+        r"`parameters\[1\]` \(b,", r"real numeric array", r"timedelta64",
+        frontends=("numpy",)),
+    Bad("PSD violated at a small scale", _set(5, np.diag([1e-9, -1e-9])),
+        r"`parameters\[5\]` \(S,", r"not positive semidefinite", r"-1\.00e-09"),
+    Bad("Clarabel tolerance negative", lambda v: v, r"`solver_args\['tol_gap_abs'\]`",
+        r"a number in \(0, inf\) for Clarabel", r"got -1\.0",
+        kwargs={"solver_args": {"tol_gap_abs": -1.0}}),
+    Bad("Clarabel time limit NaN", lambda v: v, r"`solver_args\['time_limit'\]`",
+        r"a number in \(0, inf\]", r"got nan", kwargs={"solver_args": {"time_limit": np.nan}}),
+    Bad("Clarabel step fraction above 1", lambda v: v, r"`solver_args\['max_step_fraction'\]`",
+        r"a number in \(0, 1\]", r"got 5\.0",
+        kwargs={"solver_args": {"max_step_fraction": 5.0}}),
+    Bad("max_iters past 32 bits", lambda v: v, r"`solver_args\['max_iters'\]`",
+        r"up to 2,147,483,647", r"got 4294967298",
+        kwargs={"solver_args": {"max_iters": 2**32 + 2}}),
+    Bad("max_iters and max_iter disagree", lambda v: v, r"`solver_args`",
+        r"pass one of them", r"'max_iters' = 1 and 'max_iter' = 20",
+        kwargs={"solver_args": {"max_iter": 20, "max_iters": 1}}),
+    Bad("eps and a tolerance disagree (SCS)", lambda v: v, r"`solver_args`",
+        r"a setting 'eps' also sets for SCS; pass one of them", r"'eps_rel' = 1e-12",
+        kwargs={"solver_args": {"eps_rel": 1e-12, "eps": 1e-3, "solve_method": "SCS"}}),
 ]
 
 
@@ -449,7 +481,8 @@ CONSTRUCTIONS = [
                     _args(solver_args={"solve_method": "ECOS", "feastol_inac": 1e-9},
                           ), r"`solver_args`", r"Accepted: .*feastol_inacc",
                     r"option 'feastol_inac' that solver ECOS does not know"),
-    BadConstruction("unknown mode", _args(solver_args={"mode": "fast"}), r"`mode`",
+    BadConstruction("unknown mode", _args(solver_args={"mode": "fast"}),
+                    r"`solver_args\['mode'\]`",
                     r"one of 'exact', 'lsqr', 'lsmr', 'dense'", r"got 'fast'"),
     BadConstruction("eps as a string", _args(solver_args={"eps": "1e-3"}),
                     r"`solver_args\['eps'\]`", r"positive finite number", r"got '1e-3'"),

@@ -35,6 +35,41 @@ def test_inactive_norm_constraint_is_not_reported_and_gradient_is_exact(rng):
     np.testing.assert_allclose(grads[0], w[0], atol=1e-9)  # x = p: dx/dp = I
 
 
+def test_psd_kink_regression_is_reported():
+    """The projection onto the PSD cone of a matrix with a zero eigenvalue has a
+    kink (X = T₊ at T = diag(0, 1)): one element of the generalized Jacobian
+    came back without a word, as the strict-complementarity check read only
+    Nonneg and SOC rows (found by a probe). Off the kink: exact and quiet."""
+    X, T = cp.Variable((2, 2), symmetric=True), cp.Parameter((2, 2))
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(X - T)), [X >> 0]), [T], [X])
+    W = np.array([[1.0, 0.0], [0.0, 0.0]])  # reads X₁₁ = max(T₁₁, 0) near T₁₁ = 0
+    D = np.array([[1.0, 0.0], [0.0, 0.0]])
+    def slope(T0, sign, eps=1e-6):
+        return sign * np.sum(W * (layer(T0 + sign * eps * D)[0] - layer(T0)[0])) / eps
+    at = np.diag([0.0, 1.0])
+    with pytest.warns(DerivativeWarning, match=r"item 0 may not exist: the solution is not "
+                      r"strictly complementary"):
+        layer.solve(at).adjoint(W)
+    assert abs(slope(at, 1) - slope(at, -1)) > 0.9  # 1 on one side, 0 on the other
+    off = np.diag([0.3, 1.0])
+    (grad,) = layer.solve(off).adjoint(W)  # (DerivativeWarning is an error in this suite)
+    np.testing.assert_allclose(np.sum(grad * D), (slope(off, 1) + slope(off, -1)) / 2,
+                               atol=1e-6)
+
+
+def test_small_multiplier_regression_is_not_a_kink():
+    """min cᵀx s.t. x ≥ l with c = (1e-3, 1e8): both bounds active with positive
+    multipliers, strictly complementary. The check judged y + s to 1e-10 of the
+    item's largest entry (1e8), so the multiplier 1e-3 read as zero and a
+    DerivativeWarning said there was a kink; its margin follows the point's
+    accuracy now. The JVP is exact: x = l, so dx = dl."""
+    x, c, lo = cp.Variable(2), cp.Parameter(2), cp.Parameter(2)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(c @ x), [x >= lo]), [c, lo], [x])
+    sol = layer.solve(np.array([1e-3, 1e8]), np.zeros(2))  # (a warning would be an error)
+    (dx,) = sol.derivative(None, np.array([1.0, -2.0]))
+    np.testing.assert_allclose(dx, [1.0, -2.0], atol=1e-9)
+
+
 def test_two_identical_active_bounds_are_reported():
     """max x s.t. x ≤ h₁, x ≤ h₂ at h₁ = h₂: x = min(h₁, h₂) has a kink there."""
     x = cp.Variable()

@@ -99,8 +99,8 @@ def test_unknown_solver_option_is_rejected_at_construction(setup):
 
 
 def test_unknown_mode(setup):
-    with pytest.raises(ParameterError, match=r"`mode` must be one of 'exact', 'lsqr', 'lsmr', "
-                       r"'dense'; got 'fast'"):
+    with pytest.raises(ParameterError, match=r"`solver_args\['mode'\]` must be one of 'exact', "
+                       r"'lsqr', 'lsmr', 'dense'; got 'fast'"):
         layer_of(setup, solver_args={"mode": "fast"})
 
 
@@ -118,6 +118,27 @@ def test_integer_variables_are_not_supported():
     p = cp.Parameter()
     with pytest.raises(NotImplementedError, match="integer or boolean variables"):
         CvxpyLayer(cp.Problem(cp.Minimize(cp.square(x - p))), [p], [x])
+
+
+def test_finite_set_regression_is_not_supported():
+    """A `FiniteSet` constraint was dropped: CVXPY's path to a continuous solver
+    discards the integrality of the boolean variables it becomes, so the layer
+    solved the relaxation and called it optimal (x = c, outside {0, 1})."""
+    x, c = cp.Variable(3), cp.Parameter(3)
+    problem = cp.Problem(cp.Minimize(cp.norm1(x - c)), [cp.FiniteSet(x, [0.0, 1.0])])
+    with pytest.raises(NotImplementedError, match=r"`FiniteSet` constraint, which makes it "
+                       r"mixed-integer.*`0 <= x, x <= 1`"):
+        CvxpyLayer(problem, [c], [x])
+
+
+def test_power_cone_message_regression_names_approx_false():
+    """`power(x, 1.5, approx=False)` was told to use `power(x, p)` instead of
+    explicit power-cone constraints, neither of which it had written."""
+    x, c = cp.Variable(3), cp.Parameter(3)
+    problem = cp.Problem(cp.Minimize(cp.sum(cp.power(x, 1.5, approx=False)) - c @ x), [x >= 0])
+    with pytest.raises(NotImplementedError, match=r"atoms with `approx=False`.*Drop "
+                       r"`approx=False`"):
+        CvxpyLayer(problem, [c], [x])
 
 
 def test_throw_must_be_bool(setup):
@@ -219,6 +240,63 @@ def test_tangent_shape(setup):
     with pytest.raises(ParameterError, match=r"tangent of `parameters\[1\]` .* must have the "
                        r"shape of the value passed, \(3,\); got \(2,\)"):
         sol.derivative(None, np.ones(2))
+
+
+def test_nonfinite_tangent_regression_is_rejected(setup):
+    """A NaN tangent came back as NaN outputs with a DerivativeWarning blaming
+    the derivative's solve ("this item's gradient is inaccurate")."""
+    layer = layer_of(setup)
+    sol = layer.solve(np.ones((3, 2)), np.ones(3))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ParameterError, match=r"tangent of `parameters\[1\]` .* contains "
+                           r"NaN or inf; pass finite values"):
+            sol.derivative(None, np.array([1.0, bad, 0.0]))
+
+
+def test_numpy_scalars_regression_accepted_as_options(setup):
+    """`refine=np.int64(2)` and `throw=np.False_` were refused ("must be a
+    nonnegative integer ... got np.int64(2)") where `max_iters` and `verbose`
+    took NumPy's integers and booleans; they work like Python's now."""
+    layer = layer_of(setup)
+    values = (np.ones((3, 2)), np.ones(3))
+    expected = layer.solve(*values, solver_args={"refine": 2, "n_jobs_forward": 1},
+                           throw=False).values[0]
+    got = layer.solve(*values, solver_args={"refine": np.int64(2), "n_jobs_forward": np.int32(1)},
+                      throw=np.False_).values[0]
+    np.testing.assert_array_equal(got, expected)
+    assert layer_of(setup, throw=np.True_)._throw is True
+
+
+def test_portable_options_regression_carry_over_a_solver_switch(setup):
+    """The constructor's `max_iters` was dropped when a call switched solver
+    (portable options are every solver's); the other solver's own options are not
+    carried (ECOS's `feastol` means nothing to Clarabel)."""
+    # (refine=0: refinement may certify a stopped item and call it optimal.)
+    layer = layer_of(setup, solver="ECOS",
+                     solver_args={"max_iters": 1, "feastol": 1e-9, "refine": 0})
+    values = (np.ones((3, 2)), np.ones(3))
+    for name in ("ECOS", "Clarabel", "SCS"):
+        sol = layer.solve(*values, solver_args={"solve_method": name}, throw=False)
+        alone = layer_of(setup, solver=name, solver_args={"max_iters": 1, "refine": 0}).solve(
+            *values, throw=False)
+        assert sol.status[0].name == "max_iterations", name
+        assert sol.iterations[0] == alone.iterations[0], name
+    assert layer.solve(*values, solver_args={"solve_method": "Clarabel", "max_iters": 50}
+                       ).status[0].name == "optimal"
+
+
+def test_call_options_override_the_constructors_under_either_name(setup):
+    """A call's native name overrides the constructor's portable one and the
+    other way round (translated level by level, so the dict's order decides
+    nothing)."""
+    values = (np.ones((3, 2)), np.ones(3))
+    for built, called in (({"max_iters": 1}, {"max_iter": 50}),
+                          ({"max_iter": 1}, {"max_iters": 50})):
+        layer = layer_of(setup, solver_args={**built, "refine": 0})
+        assert layer.solve(*values, throw=False).status[0].name == "max_iterations"
+        assert layer.solve(*values, solver_args=called).status[0].name == "optimal"
+        assert layer.solve(*values, solver_args={**called, "max_iters": 50, "max_iter": 50}
+                           ).status[0].name == "optimal"  # (the same value twice: no conflict)
 
 
 def test_values_are_not_mutated(setup, rng):

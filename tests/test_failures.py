@@ -106,6 +106,27 @@ def test_default_raises_naming_the_item_and_the_layer_keeps_working(solver, rng)
     assert np.isfinite(x).all()
 
 
+def test_failure_message_regression_says_every_items_status():
+    """Past the fifth failed item the message listed bare indices ("also failed:
+    items 6, 7"), hiding a failure of another kind among them, and repeated the
+    explanation of a status for every item shown."""
+    x = cp.Variable(3)
+    c, a, lo, s = cp.Parameter(3), cp.Parameter(3), cp.Parameter(3), cp.Parameter()
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(c @ x), [x >= lo, a @ x <= s]), [c, a, lo, s], [x])
+    B = 8  # item 0 solvable, 1-6 infeasible (s < lo₁), 7 unbounded (c₂ < 0, x₂ free above)
+    cs = np.tile([1.0, 1.0, 1.0], (B, 1))
+    cs[7, 1] = -1.0
+    ss = np.array([1.0] + [-1.0] * 6 + [1.0])
+    with pytest.raises(SolverError) as info:
+        layer(cs, np.array([1.0, 0.0, 0.0]), np.zeros(3), ss)
+    message = str(info.value)
+    assert info.value.failed == tuple(range(1, 8))
+    assert all(f"  item {i}: infeasible\n" in message for i in range(1, 6)), message
+    assert "(also failed: infeasible: item 6; unbounded: item 7)" in message, message
+    for status in (Status.infeasible, Status.unbounded):
+        assert message.count(f"{status.name}: {status.value}") == 1, message
+
+
 def test_solver_error_is_caught_as_diffcp_and_runtime_error():
     import diffcp
 

@@ -82,6 +82,65 @@ def test_forward_ad_dual_tensors(rng):
     torch.testing.assert_close(tangent, expected)
 
 
+def test_forward_ad_regression_under_no_grad(rng):
+    """torch.no_grad() leaves forward AD on (torch's own ops keep their
+    tangents there), but the layer's forward-only path skipped the Function,
+    and the output came back without a tangent, read as zero."""
+    import torch.autograd.forward_ad as fwAD
+
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample(rng)[0])
+    dz = torch.tensor(rng.standard_normal(6))
+    with fwAD.dual_level(), torch.no_grad():
+        (x,) = layer(fwAD.make_dual(z, dz))
+        tangent = fwAD.unpack_dual(x).tangent
+    assert tangent is not None
+    eps = 1e-6  # central differences of re-solves
+    fd = (layer(z + eps * dz)[0] - layer(z - eps * dz)[0]) / (2 * eps)
+    torch.testing.assert_close(tangent, fd, atol=1e-7, rtol=0)
+
+
+def test_forward_over_plain_backward_regression_is_refused(rng):
+    """A Hessian-vector product by forward over reverse, the backward without
+    create_graph: its cotangents carry tangents, which the plain backward's
+    shortcut (no Function) dropped, so the HVP came back finite and without
+    the layer's part (1.69 where central differences give 0.69). It needs the
+    second derivative, and is refused like the create_graph one."""
+    import torch.autograd.forward_ad as fwAD
+
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+    z = torch.tensor(case.sample(rng)[0], requires_grad=True)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(z, torch.ones(6))
+        loss = (layer(dual)[0] ** 3).sum() + (torch.sin(dual) ** 3).sum()
+        with pytest.raises(NotImplementedError, match="second derivatives"):
+            torch.autograd.grad(loss, z)
+    # Outside a dual level the plain backward is unchanged.
+    (grad,) = torch.autograd.grad((layer(z)[0] ** 3).sum(), z)
+    assert torch.isfinite(grad).all()
+
+
+def test_fx_symbolic_trace_regression_is_refused_by_name():
+    """torch.fx.symbolic_trace of a model holding the layer reached the core
+    with a Proxy, whose message told the user to use the class in use."""
+    case = CASES["sparsemax"]()
+    layer = torch_layer(case)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, z):
+            return self.layer(2 * z)[0]
+
+    with pytest.raises(NotImplementedError, match=r"cannot be traced into a graph \(PyTorch: "
+                       r".*torch\.fx\.symbolic_trace"):
+        torch.fx.symbolic_trace(Model())
+
+
 def test_broadcast_parameter_gets_the_summed_gradient(rng):
     case = CASES["qp"]()
     layer = torch_layer(case)

@@ -23,7 +23,14 @@ from .._cones import Cone, ConeLayout
 from .._errors import ParameterError, Status
 from .._typing import CSC, FloatArray
 
-__all__ = ["AbstractSolver", "ItemSolve", "RawSolution"]
+__all__ = ["PORTABLE_OPTIONS", "AbstractSolver", "ItemSolve", "Range", "RawSolution"]
+
+# The options every adapter maps to its own (``AbstractSolver.portable_options``).
+PORTABLE_OPTIONS = frozenset({"eps", "max_iters", "verbose"})
+# The most iterations the portable ``max_iters`` asks for: Clarabel's limit is
+# a 32-bit unsigned integer, which a larger value overflowed at the first solve
+# ("out of range integral type conversion attempted"; found by a probe).
+_MAX_ITERS_LIMIT = 2**31 - 1
 
 logger = logging.getLogger("conelayers")
 
@@ -44,6 +51,30 @@ class RawSolution:
     status: Status
     iterations: int = 0
     solve_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a solver's numeric option may take: ``low < v <= high``
+    (``low <= v`` where ``closed_low``); ``high = inf`` admits inf itself
+    only with ``infinite``."""
+
+    low: float
+    high: float
+    closed_low: bool = False
+    infinite: bool = False
+
+    def admits(self, value: numbers.Real) -> bool:
+        v = float(value)
+        if math.isnan(v) or (math.isinf(v) and not self.infinite):
+            return False
+        return (self.low <= v if self.closed_low else self.low < v) and v <= self.high
+
+    def __str__(self) -> str:
+        left = "[" if self.closed_low else "("
+        right = "]" if self.high < math.inf or self.infinite else ")"
+        high = "inf" if self.high == math.inf else f"{self.high:g}"
+        return f"a number in {left}{self.low:g}, {high}{right}"
 
 
 # One call's solve of an item, (A, b, c) -> its answer (see AbstractSolver.solving).
@@ -68,6 +99,9 @@ class AbstractSolver(abc.ABC):
         mapped to the native names they set.
     defaults : Mapping[str, Any]
         Native options set unless the caller sets them.
+    ranges : Mapping[str, Range]
+        The values native numeric options may take, where the solver's own
+        set-up does not check them (:meth:`refusal` asks it about the rest).
     tight_eps : float
         The tolerance (portable ``eps``) of the re-solve of an item whose
         refinement stalled (see :meth:`tightened`).
@@ -83,6 +117,7 @@ class AbstractSolver(abc.ABC):
     native_options: ClassVar[frozenset[str]]
     portable_options: ClassVar[Mapping[str, tuple[str, ...]]]
     defaults: ClassVar[Mapping[str, Any]] = {}
+    ranges: ClassVar[Mapping[str, Range]] = {}
     tight_eps: ClassVar[float] = 1e-10
     refining_eps: ClassVar[float | None] = None
     refining_max_nnz: ClassVar[int] = 0
@@ -109,17 +144,35 @@ class AbstractSolver(abc.ABC):
             )
 
     @classmethod
-    def translate_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate option names and return the native options to pass.
+    def translate_options(cls, *levels: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate option names and values and return the native options to pass.
 
-        Raises ``ParameterError`` naming an unknown option and the accepted ones.
+        ``levels``: option dicts, lowest priority first (the constructor's, a
+        call's); each is translated on its own, so a later level's native name
+        overrides an earlier level's portable one and the other way round.
+        Raises ``ParameterError`` naming an unknown option and the accepted
+        ones, and where one level sets an option twice with different values
+        (``max_iters`` and Clarabel's ``max_iter``: the dict's order decided).
         """
         native = dict(cls.defaults)
+        for level in levels:
+            native.update(cls._translate_level(level))
+        return native
+
+    @classmethod
+    def _translate_level(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        native: dict[str, Any] = {}
         for key, value in options.items():
             if key in cls.portable_options:
                 _check_portable(key, value)
                 for target in cls.portable_options[key]:
-                    native[target] = value
+                    if target in options and not _same_value(options[target], value):
+                        raise ParameterError(
+                            f"`solver_args` sets {key!r} = {value!r} and {target!r} = "
+                            f"{options[target]!r}, a setting {key!r} also sets for "
+                            f"{cls.name}; pass one of them."
+                        )
+                    native.setdefault(target, value)
             elif key in cls.native_options:
                 _check_native(cls, key, value)
                 native[key] = value
@@ -219,8 +272,9 @@ def _check_portable(key: str, value: Any) -> None:
         expected = "a positive finite number (the solver's tolerance), e.g. 1e-8"
     elif key == "max_iters":
         ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-              and int(value) >= 1)
-        expected = "a positive integer (the most solver iterations), e.g. 10000"
+              and 1 <= int(value) <= _MAX_ITERS_LIMIT)
+        expected = (f"a positive integer (the most solver iterations) up to "
+                    f"{_MAX_ITERS_LIMIT:,}, e.g. 10000")
     else:  # verbose
         ok = isinstance(value, bool | np.bool_)
         expected = "True or False"
@@ -229,6 +283,13 @@ def _check_portable(key: str, value: Any) -> None:
             f"`solver_args[{key!r}]` must be {expected}; got {value!r} "
             f"({type(value).__name__})."
         )
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # (an array compared with a number, say)
+        return False
 
 
 # Native option values the solver was seen to take: (solver, name, repr of the value).
@@ -244,6 +305,15 @@ def _check_native(cls: type[AbstractSolver], key: str, value: Any) -> None:
     memo = (cls.name, key, repr(value))
     if memo in _TAKEN:
         return
+    bounds = cls.ranges.get(key)
+    # (A value of another type is the solver's to refuse, below, with its own words.)
+    numeric = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    if bounds is not None and numeric and not bounds.admits(value):
+        raise ParameterError(
+            f"`solver_args[{key!r}]` must be {bounds} for {cls.name}; got {value!r} "
+            f"({type(value).__name__}). {cls.name} itself takes such a value and then "
+            "fails, or stops at once, in every solve."
+        )
     refusal = cls.refusal({**cls.defaults, key: value})
     if refusal is not None:
         raise ParameterError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from .._cones import PSD, SOC, ConeLayout, Exp, Nonneg, Zero, svec_permutation_to_upper
 from .._errors import Status
 from .._typing import CSC, FloatArray
-from ._base import AbstractSolver, ItemSolve, RawSolution, finite_or_failed
+from ._base import AbstractSolver, ItemSolve, Range, RawSolution, finite_or_failed
 
 __all__ = ["ClarabelSolver"]
 
@@ -51,6 +52,28 @@ _SETTINGS = frozenset({
     "input_sparse_dropzeros",
 })
 
+# Clarabel's set-up checks its settings' types, not their values: it took
+# tolerances of -1 (then stopped AlmostSolved), NaN ones (NumericalError),
+# time_limit = -1 (every item MaxTime) and max_step_fraction = 5 (found by a
+# probe). The ranges its algorithm needs: tolerances and scalings positive,
+# step lengths and fractions in (0, 1], regularizations nonnegative.
+_POSITIVE, _NONNEGATIVE = Range(0.0, math.inf), Range(0.0, math.inf, closed_low=True)
+_FRACTION = Range(0.0, 1.0)
+_RANGES = MappingProxyType({
+    **dict.fromkeys(
+        ["tol_gap_abs", "tol_gap_rel", "tol_feas", "tol_infeas_abs", "tol_infeas_rel",
+         "tol_ktratio", "reduced_tol_gap_abs", "reduced_tol_gap_rel", "reduced_tol_feas",
+         "reduced_tol_infeas_abs", "reduced_tol_infeas_rel", "reduced_tol_ktratio",
+         "equilibrate_min_scaling", "equilibrate_max_scaling", "dynamic_regularization_eps",
+         "dynamic_regularization_delta", "iterative_refinement_stop_ratio"], _POSITIVE),
+    **dict.fromkeys(
+        ["static_regularization_constant", "static_regularization_proportional",
+         "iterative_refinement_reltol", "iterative_refinement_abstol"], _NONNEGATIVE),
+    **dict.fromkeys(
+        ["max_step_fraction", "linesearch_backtrack_step", "min_switch_step_length",
+         "min_terminate_step_length"], _FRACTION),
+    "time_limit": Range(0.0, math.inf, infinite=True),  # (seconds; inf: none)
+})
 
 # From this many stored entries of A, Clarabel's supernodal LDLᵀ (``faer``, on
 # one thread: our items already run in parallel) is faster than its default
@@ -99,6 +122,7 @@ class ClarabelSolver(AbstractSolver):
         "verbose": ("verbose",),
     })
     defaults = MappingProxyType({"verbose": False})
+    ranges = _RANGES
     tight_eps = 1e-12  # Clarabel reaches it on the benchmark suite (its reference solves)
     refining_eps, refining_max_nnz = _SMALL_EPS, _FAER_NNZ
 

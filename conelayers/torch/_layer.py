@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx
+from torch.autograd import forward_ad
 from torch.fx.experimental.proxy_tensor import get_proxy_mode  # make_fx's tracing mode
 
 from .. import _layer as core
@@ -95,8 +97,10 @@ class CvxpyLayer(torch.nn.Module):
             raise ParameterError(describe_warm_start())
         tensors, dtype, device = _as_tensors(self.layer.program.parameters, params)
         call = _Call(self.layer, solver_args, throw, executor, dtype, device)
-        # Without gradients no factors are kept for a derivative (torch.no_grad()).
-        call.differentiable = torch.is_grad_enabled()
+        # Without gradients no factors are kept for a derivative (torch.no_grad()),
+        # unless a parameter carries a forward-mode tangent: no_grad leaves
+        # forward AD on (its tangent was dropped, silently; found by a probe).
+        call.differentiable = torch.is_grad_enabled() or _any_tangent(tensors)
         if call.differentiable or _vmap_level() is not None:  # (torch.func: vmap's rule)
             outputs = _Solve.apply(call, *tensors)
         else:  # forward only: no autograd record at all
@@ -188,8 +192,12 @@ class _Solve(torch.autograd.Function):
         if not any(present):
             return (None,) * (1 + len(ctx.call.layer.program.parameters))
         needs = tuple(ctx.needs_input_grad[1:])
-        if torch.is_grad_enabled() or _vmap_level() is not None:
-            # Recorded (create_graph=True) or under torch.func: through the Function.
+        if (torch.is_grad_enabled() or _vmap_level() is not None
+                or _any_tangent([g for g in grad_outputs if g is not None])):
+            # Recorded (create_graph=True), under torch.func, or cotangents with
+            # forward-mode tangents (a Hessian-vector product by forward over
+            # reverse, which the Function's jvp refuses, where the plain path
+            # dropped those tangents: found by a probe): through the Function.
             grads = _vjp(ctx.call, needs, grad_outputs, ctx.saved_tensors)
         else:  # a plain backward: the same VJP without a Function's ~0.1 ms of dispatch
             it = iter(_Adjoint.forward(ctx.call, present, needs,
@@ -429,6 +437,15 @@ def _map_slices(size: int, dims: Sequence[int | None], tensors: Sequence[torch.T
     return stacked, (0,) * len(stacked)
 
 
+def _any_tangent(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether a tensor carries a tangent of ``torch.autograd.forward_ad``
+    (only inside a dual level; ``_current_level`` is -1 outside one, which
+    saves the unpacking on every call)."""
+    if getattr(forward_ad, "_current_level", 0) < 0:
+        return False
+    return any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def _vmap_level() -> Any:
     """The functorch level a vmap rule runs at: it tells the vmap that joined
     a call's items into one solve (``_Join``) from a later one over its
@@ -520,6 +537,8 @@ def _as_tensors(specs: Sequence[ParameterSpec], params: Sequence[Any]
     """
     tensors: list[torch.Tensor] = []
     for i, p in enumerate(params):
+        if isinstance(p, torch.fx.Proxy):  # torch.fx.symbolic_trace of a model with the layer
+            raise NotImplementedError(describe_tracing("PyTorch"))
         if isinstance(p, torch.Tensor):
             check_tensor_dtype(specs, i, str(p.dtype).removeprefix("torch."), numeric=True,
                                complex_=p.is_complex())
