@@ -142,6 +142,41 @@ def test_absolute_values_of_a_nonnegative_variable(declare, term, rng):
     assert rel_err(exact, fd) < 1e-5, (exact, fd)
 
 
+@pytest.mark.parametrize("declare", ["attribute", "x <= 0"])
+@pytest.mark.parametrize("term", ["norm1", "sum_abs"])
+def test_absolute_values_of_a_nonpositive_variable(declare, term, rng):
+    """The mirror image: |x| is −x where the problem keeps x ≤ 0 (before, the
+    epigraph stayed, and SCS's answers came with a false "not strictly
+    complementary" warning; found by a probe). CVXPY's solution, the dual of
+    x ≤ 0 from the optimality conditions (∇f − λ·1 + μ = 0), central differences."""
+    m, n = 12, 6
+    x = cp.Variable(n, nonpos=declare == "attribute")
+    A, b, lam = cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter(nonneg=True)
+    l1 = cp.norm(x, 1) if term == "norm1" else cp.sum(cp.abs(x))
+    bound = [] if declare == "attribute" else [x <= 0]
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(A @ x - b) + lam * l1), bound)
+    params = [A, b, lam]
+    layer = CvxpyLayer(problem, params, [x, bound[0].dual_variables[0]] if bound else [x])
+    assert layer.program.n == x.size + 1  # no epigraph variables
+    values = [rng.standard_normal((m, n)), rng.standard_normal(m), np.array(2.0)]
+    for solver in ("Clarabel", "SCS"):  # (DerivativeWarning is an error in this suite)
+        solution = layer.solve(*values, solver_args={"solve_method": solver})
+        got = solution.values[0]
+        assert (got > -1e-9).any()  # zeros in x
+        for p, v in zip(params, values, strict=True):
+            p.value = v
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        np.testing.assert_allclose(got, x.value, atol=FORWARD_TOL)
+        if bound:
+            gradient = 2 * values[0].T @ (values[0] @ got - values[1])
+            np.testing.assert_allclose(solution.values[1], 2.0 - gradient, atol=1e-9)
+        weights = [rng.standard_normal(o.shape) for o in solution.values]
+        direction = [rng.standard_normal(v.shape) for v in values]
+        exact = inner(solution.adjoint(*weights), direction)
+        fd = central_difference(layer, values, direction, weights, 1e-6, {"eps": 1e-10})
+        assert rel_err(exact, fd) < 1e-5, (exact, fd)
+
+
 def test_absolute_values_are_kept_where_the_variable_may_be_negative():
     """A bound on part of x, a negative bound, |x − 1|: CVXPY's canonicalization."""
     x = cp.Variable(4)
