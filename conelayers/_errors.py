@@ -263,8 +263,9 @@ def describe_tracing(frontend: str) -> str:
     """Message for a layer traced into a graph of tensor operations."""
     return (
         f"a conelayers layer cannot be traced into a graph ({frontend}: torch.func.linearize, "
-        "make_fx, torch.jit.trace, torch.fx.symbolic_trace): its solve and derivatives run NumPy and the solvers' C "
-        "code, which a trace records as constants, so the traced function would give this "
+        "make_fx, torch.jit.trace, torch.fx.symbolic_trace): its solve and derivatives run "
+        "NumPy and the solvers' C code, which a trace records as constants, so the traced "
+        "function would give this "
         "call's answer for every input. Call the layer eagerly instead: torch.func.jvp (or "
         "vmap over jvp, which reuses one factorization) in place of linearize; "
         "torch.compile without fullgraph=True in place of torch.jit.trace."

@@ -22,8 +22,8 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
 
 from conelayers import CvxpyLayer, ParameterError
 from conelayers._solvers import SOLVERS

@@ -288,8 +288,8 @@ def test_mixed_batch_statuses_exact_items_error_and_next_call(solver, kinds, see
     for i in failed[5:]:
         assert re.search(rf"also failed: (.*; )?{sol.status[i].name}: items? ([0-9]+, )*{i}\b",
                          message), message
-    for st in {sol.status[i] for i in failed}:  # each explained once
-        assert message.count(f"{st.name}: {st.value}") == 1, message
+    for status in {sol.status[i] for i in failed}:  # each explained once
+        assert message.count(f"{status.name}: {status.value}") == 1, message
 
     # 4. The next call is normal.
     good = [family.feasible(rng) for _ in range(3)]
