@@ -33,17 +33,8 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from cvxpy.atoms.affine.upper_tri import upper_tri_to_full
-from cvxpy.constraints import (
-    PSD,
-    SOC,
-    ExpCone,
-    FiniteSet,
-    NonNeg,
-    PowCone3D,
-    PowConeND,
-    SvecPSD,
-    Zero,
-)
+from cvxpy.constraints import PSD, SOC, ExpCone, NonNeg, PowCone3D, PowConeND, SvecPSD, Zero
+from cvxpy.constraints.finite_set import FiniteSet
 from cvxpy.error import SolverError as CvxpySolverError
 from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
 from cvxpy.reductions.dgp2dcp.dgp2dcp import Dgp2Dcp
