@@ -47,6 +47,19 @@ __all__ = ["Engine", "ItemsResult", "solve_items"]
 # 1e-6 to 1e-3, none between; those 9 had solution errors up to 2e-5 and
 # gradient errors up to 6 %; re-solved at 1e-12 all 9 refine to 1e-14).
 _CERTIFIED = 1e-9
+# A point refined to this relative residual has converged (N's rounding floor
+# is 1e-16 to 7e-15): certified as it is. Between it and ``_CERTIFIED``
+# refinement has stopped short, and each row of N must hold to
+# ``_CERTIFIED`` of its own size too (``Linearization.row_relative_residual``):
+# there, rows scaled 1e-5 of the others hid a point off by more than its size.
+_CONVERGED = 1e-13
+
+
+def _certified(lin: Linearization) -> bool:
+    """Whether refinement certifies ``lin``'s point optimal (``_CERTIFIED``)."""
+    relative = lin.relative_residual
+    return relative <= _CONVERGED or (relative <= _CERTIFIED
+                                      and lin.row_relative_residual() <= _CERTIFIED)
 # Verdicts after which the solver's last iterate may still be refined to a
 # certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
 # instance, usually stops a hair away from it). Infeasibility and unboundedness
@@ -221,18 +234,20 @@ def solve_items(engine: Engine, solver_name: str, options: Mapping[str, Any], re
                 go.append((i, A, raw))
         for (i, A, _), lin in zip(go, refined(go), strict=True):
             status = statuses[i]
+            certified = refine > 0 and _certified(lin)
             for settings in again_with if refine > 0 else ():
-                if lin.relative_residual <= _CERTIFIED:
+                if certified:
                     break
                 again = solver.solve(prepared, A, b[i], c[i], settings)
                 iterations[i] += again.iterations
                 if _finite(again):
                     other = refined([(i, A, again)])[0]
-                    if other.relative_residual < lin.relative_residual:
+                    if _certified(other) or other.relative_residual < lin.relative_residual:
                         lin = other  # the status stays the first solve's verdict
-            if refine > 0 and status is Status.optimal and not lin.relative_residual <= _CERTIFIED:
+                        certified = _certified(lin)
+            if refine > 0 and status is Status.optimal and not certified:
                 status = Status.optimal_inaccurate  # refinement did not certify it
-            if status is not Status.optimal and lin.relative_residual <= _CERTIFIED:
+            if status is not Status.optimal and certified:
                 # Refinement reached a KKT point to near rounding level: whatever the
                 # solver's own verdict, the point is optimal.
                 status = Status.optimal

@@ -4,12 +4,13 @@ never poison the other items of the batch."""
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import cvxpy as cp
 import numpy as np
 import pytest
 
-from conelayers import CvxpyLayer, ParameterError, SolverError, Status
+from conelayers import CvxpyLayer, InaccurateSolutionWarning, ParameterError, SolverError, Status
 
 
 def box_problem():
@@ -278,6 +279,42 @@ def test_refinement_that_stays_stalled_is_reported_inaccurate(monkeypatch):
         sol = layer.solve(*values, solver_args=CLARABEL_DEFAULT)
     assert sol.status == (Status.optimal_inaccurate,)
     assert sol.ok[0] and 1e-9 < sol.residual[0] < 1e-3  # values kept, honestly labelled
+
+
+def test_badly_scaled_rows_regression_are_not_certified_by_their_block():
+    """A QP whose rows of G x <= h are scaled by 10^U(-5, 5) (the same feasible
+    set and solution) and its objective by 1e-5: SCS's answer refined to a
+    relative residual of 6e-10, under the 1e-9 line, and was `optimal` with x
+    1.49 off (|x*| = 1.09) and a constraint violated by 3.5, as the residual
+    judged each block by its largest row (found by a probe). Each row is judged
+    by its own size too now where refinement stopped short of convergence."""
+    rng = np.random.default_rng(5)
+    n, m = 6, 10
+    G = rng.standard_normal((m, n))
+    P = rng.standard_normal((n, n))
+    P = P @ P.T + 0.5 * np.eye(n)
+    h = G @ rng.standard_normal(n) + 0.1 * rng.random(m) * (rng.random(m) < 0.6)
+    q = 3 * rng.standard_normal(n)
+    rows = 10.0 ** rng.uniform(-5, 5, m)
+    x, qp, hp = cp.Variable(n), cp.Parameter(n), cp.Parameter(m)
+    objective = 0.5 * cp.quad_form(x, P) + qp @ x
+    truth = cp.Problem(cp.Minimize(objective), [G @ x <= hp])
+    qp.value, hp.value = q, h
+    truth.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    scaled = cp.Problem(cp.Minimize(1e-5 * objective),
+                        [(rows[:, None] * G) @ x <= cp.multiply(rows, hp)])
+    layer = CvxpyLayer(scaled, [qp, hp], [x], solver="SCS")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sol = layer.solve(q, h)
+    error = np.abs(sol.values[0] - x.value).max()
+    assert sol.status[0] is Status.optimal_inaccurate or error < 1e-6, (sol.status, error)
+    assert sol.status[0] is Status.optimal or any(
+        issubclass(w.category, InaccurateSolutionWarning) for w in caught)
+    # Unscaled, the same layer's SCS answer is exact and optimal.
+    plain = CvxpyLayer(truth, [qp, hp], [x], solver="SCS").solve(q, h)
+    assert plain.status[0] is Status.optimal
+    np.testing.assert_allclose(plain.values[0], x.value, atol=1e-7)
 
 
 def test_false_certificates_regression_are_not_reported_as_verdicts():
