@@ -470,26 +470,41 @@ def _parameter_embedding(
     """Specs of the user's parameters and E: [θ_user; 1] ↦ [θ_cvxpy; 1]."""
     specs = []
     rows, cols, vals = [], [], []
+    # (Raw segments of GP parameters, see ParameterSpec.raw, follow all the others.)
+    raw_offset = sum(int(np.prod(p.shape, dtype=np.int64)) for p in parameters)
+
+    def embed(pid: int, p: cp.Parameter, shape: tuple[int, ...], size: int,
+              at: int) -> FloatArray | None:
+        """θ's segment ``at`` into CVXPY parameter ``pid``'s columns, if used."""
+        pid = param_id_map.get(pid, pid)
+        if pid not in param_prob.param_id_to_col:
+            return None
+        col = param_prob.param_id_to_col[pid]
+        r, c, v, mask = _lowering(p, shape, size, int(param_prob.param_id_to_size[pid]))
+        rows.append(col + r)
+        cols.append(at + c)
+        vals.append(v)
+        return mask
+
     offset = 0
     for p in parameters:
         shape = tuple(int(d) for d in p.shape)
         size = int(np.prod(shape, dtype=np.int64))
-        pid = gp_log_params[p.id].id if p.id in gp_log_params else p.id
-        pid = param_id_map.get(pid, pid)
         checks = tuple(a for a in _CHECKED_ATTRS if p.attributes.get(a) not in (None, False))
-        mask = None
-        if pid in param_prob.param_id_to_col:
-            col = param_prob.param_id_to_col[pid]
-            red = int(param_prob.param_id_to_size[pid])
-            r, c, v, mask = _lowering(p, shape, size, red)
-            rows.append(col + r)
-            cols.append(offset + c)
-            vals.append(v)
-        specs.append(
-            ParameterSpec(str(p.name()), shape, offset, checks, log=p.id in gp_log_params,
-                          mask=mask)
-        )
+        log = p.id in gp_log_params
+        mask = embed(gp_log_params[p.id].id if log else p.id, p, shape, size, offset)
+        raw = None
+        if log and param_prob.param_id_to_col.get(param_id_map.get(p.id, p.id)) is not None:
+            # Used as it is too (an exponent, x**p, stays p under the log-log
+            # transformation): a second segment, of the values themselves. It was
+            # left unset, so x**p read as x**0, "optimal" (found by a probe).
+            raw, raw_offset = raw_offset, raw_offset + size
+            raw_mask = embed(p.id, p, shape, size, raw)
+            mask = raw_mask if mask is None else mask
+        specs.append(ParameterSpec(str(p.name()), shape, offset, checks, log=log, mask=mask,
+                                   raw=raw))
         offset += size
+    offset = raw_offset
     total = int(param_prob.total_param_size)
     rows.append(np.array([total]))  # constant column → constant column
     cols.append(np.array([offset]))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ import scipy.sparse as sp
 from ._cones import ConeLayout
 from ._typing import CSC, CSR, FloatArray, IntArray
 
-__all__ = ["OutputMap", "ParameterSpec", "ParametricConeProgram"]
+__all__ = ["OutputMap", "ParameterSpec", "ParametricConeProgram", "theta_size"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,10 @@ class ParameterSpec:
     ``offset:offset + size`` is its segment of θ. ``checks`` names the
     declared attributes its values must satisfy (``"nonneg"``, ``"PSD"``, …);
     ``log`` marks a parameter of a geometric program, which enters θ as its log.
+    ``raw``: where such a parameter is also used as it is (an exponent, ``x**p``,
+    which the log-log transformation keeps), the offset of a second segment
+    holding its values themselves (CVXPY's problem then has both ``p`` and
+    ``log p``, each affine in its own segment).
     """
 
     name: str
@@ -53,10 +58,16 @@ class ParameterSpec:
     checks: tuple[str, ...] = ()
     log: bool = False
     mask: FloatArray | None = None  # allowed nonzeros (diag / sparsity attributes)
+    raw: int | None = None
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+
+def theta_size(specs: Sequence[ParameterSpec]) -> int:
+    """Length of θ: every parameter's segment, and the raw segments after them."""
+    return max((max(s.offset, s.raw or 0) + s.size for s in specs), default=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +139,7 @@ class ParametricConeProgram:
     @property
     def param_size(self) -> int:
         """Length p of θ."""
-        return sum(spec.size for spec in self.parameters)
+        return theta_size(self.parameters)
 
     # -- C and its adjoint ---------------------------------------------------
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._diff import DerivativeMode
 from ._errors import ParameterError
-from ._program import OutputMap, ParameterSpec
+from ._program import OutputMap, ParameterSpec, theta_size
 from ._solvers import SOLVERS
 from ._solvers._base import PORTABLE_OPTIONS
 from ._typing import BoolArray, FloatArray
@@ -139,13 +139,15 @@ def check_values(specs: Sequence[ParameterSpec], values: Sequence[Any]) -> Batch
     size = next(iter(sizes.values()), 1)
 
     flats = []
-    theta = np.empty((size, sum(s.size for s in specs)))
+    theta = np.empty((size, theta_size(specs)))
     for i, (spec, arr, is_b) in enumerate(zip(specs, arrays, batched, strict=True)):
         items = arr if is_b else arr[None]
         _check_item_values(spec, items, is_b, _describe(spec, i))
         flat = np.reshape(items, (items.shape[0], -1), order="F")
         flats.append(flat)
         theta[:, spec.offset : spec.offset + spec.size] = np.log(flat) if spec.log else flat
+        if spec.raw is not None:
+            theta[:, spec.raw : spec.raw + spec.size] = flat
     return Batch(size, tuple(batched), theta, tuple(flats))
 
 
@@ -311,6 +313,8 @@ def gradients(
         g = dtheta[:, spec.offset : spec.offset + spec.size]
         if spec.log:  # θ = log V  ⇒  dV = dθ / V
             g = g / flat
+        if spec.raw is not None:  # (and its segment of V itself)
+            g = g + dtheta[:, spec.raw : spec.raw + spec.size]
         if is_b:
             grads.append(np.reshape(g, (batch.size, *spec.shape), order="F"))
         else:
@@ -326,7 +330,7 @@ def check_tangents(
         raise ParameterError(
             f"expected {len(specs)} parameter tangent(s), one per parameter; got {len(dparams)}."
         )
-    dtheta = np.zeros((batch.size, sum(s.size for s in specs)))
+    dtheta = np.zeros((batch.size, theta_size(specs)))
     for i, (spec, is_b, flat, d) in enumerate(
         zip(specs, batch.batched, batch.values, dparams, strict=True)
     ):
@@ -344,6 +348,8 @@ def check_tangents(
             # derivative's solve; found by a probe.)
             raise ParameterError(f"{what} contains NaN or inf; pass finite values.")
         g = np.reshape(arr, (batch.size if is_b else 1, -1), order="F")
+        if spec.raw is not None:
+            dtheta[:, spec.raw : spec.raw + spec.size] = g
         if spec.log:
             g = g / flat
         dtheta[:, spec.offset : spec.offset + spec.size] = g
