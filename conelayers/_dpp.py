@@ -41,6 +41,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 from cvxpy.atoms.affine.add_expr import AddExpression
+from cvxpy.atoms.affine.affine_atom import AffAtom
 from cvxpy.atoms.affine.binary_operators import (
     BinaryOperator,
     DivExpression,
@@ -49,7 +50,9 @@ from cvxpy.atoms.affine.binary_operators import (
 )
 from cvxpy.atoms.affine.conv import conv, convolve
 from cvxpy.atoms.affine.kron import kron
+from cvxpy.atoms.affine.index import index
 from cvxpy.atoms.affine.promote import Promote
+from cvxpy.atoms.affine.reshape import reshape
 from cvxpy.atoms.affine.sum import Sum
 from cvxpy.atoms.affine.unary_operators import NegExpression
 from cvxpy.atoms.atom import Atom
@@ -225,6 +228,13 @@ class Rule(enum.Enum):
 
     def __repr__(self) -> str:
         return f"Rule.{self.name}"
+
+
+# The rules about parameters alone (the part would be DCP, or DGP, with them fixed):
+# their fixes rewrite the parameters, which cannot repair anything else.
+_DPP_ONLY = frozenset({Rule.parameter_product, Rule.nonlinear_parameter, Rule.parameter_divisor,
+                       Rule.parametric_quad_form, Rule.parametric_exponent,
+                       Rule.parameter_in_fixed_position, Rule.parameter_attribute})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -526,6 +536,11 @@ def _render(obj: Any) -> str:
         return f"-{_operand(obj.args[0], True)}"
     if isinstance(obj, Promote):
         return _render(obj.args[0])
+    if isinstance(obj, reshape):  # (CVXPY prints `reshape(A, (9,), F)`, not Python)
+        shape, order = obj.get_data()
+        return f"reshape({_render(obj.args[0])}, {tuple(shape)}, order={order!r})"
+    if isinstance(obj, index):  # our text of what is indexed, then CVXPY's of the key
+        return _operand(obj.args[0], True) + obj.name()[len(obj.args[0].name()):]
     # Atoms printed with their arguments but not CVXPY's data (axis None, keepdims):
     # `sum(x)`, `norm(x, 2)`, `sum_squares(x)`, `quad_over_lin(x, y)`, `quad_form(x, P)`.
     axis = getattr(obj, "axis", None)
@@ -554,6 +569,10 @@ def _divides_by_one(obj: Any) -> bool:
 
 
 def _operand(expr: Expression, right: bool) -> str:
+    """``expr``'s text as an operand of a binary operator (on its ``right``
+    or left), parenthesized where the operator would bind it otherwise."""
+    while isinstance(expr, Promote):  # (a broadcast scalar: `x / (p - q)` is x / Promote(p - q))
+        expr = expr.args[0]
     text = _text(expr)
     if isinstance(expr, AddExpression | DivExpression) or (
         right and isinstance(expr, BinaryOperator)
@@ -758,6 +777,12 @@ class _Analysis:
 
         def finding(expr: str, rule: Rule, detail: str, fix: str, params=(),
                     top: bool = False) -> Finding:
+            if not fixed_ok and rule in _DPP_ONLY:
+                # (-exp(p) * norm(x) minimized got "introduce exp_p" alone, and
+                # applied, the problem was still not convex; found by a probe.)
+                fix += (" That alone does not make this part DCP: with its parameters "
+                        "fixed it is not DCP either (check the signs and curvature of "
+                        "its terms).")
             return Finding(location, index, text, expr, rule, detail, fix, tuple(params),
                            top, fixed_ok)
 
@@ -941,19 +966,21 @@ class _Analysis:
         same = type(node)
         if not left.variables() and type(right) is same:
             inner_l, inner_r = right.args
+            # (The left factor parenthesized too: `(p + q) * p`, not `p + q * p`.)
             if not inner_l.variables() and not inner_r.parameters():
-                return (f"{_text(left)} {node.OP_NAME} {_operand(inner_l, True)}",
+                return (f"{_operand(left, False)} {node.OP_NAME} {_operand(inner_l, True)}",
                         (left, inner_l), inner_r, True)
             if same is multiply and not inner_r.variables() and not inner_l.parameters():
-                return f"{_text(left)} * {_operand(inner_r, True)}", (left, inner_r), inner_l, True
+                return (f"{_operand(left, False)} * {_operand(inner_r, True)}",
+                        (left, inner_r), inner_l, True)
         if not right.variables() and type(left) is same:
             inner_l, inner_r = left.args
             if not inner_r.variables() and not inner_l.parameters():
-                return (f"{_text(inner_r)} {node.OP_NAME} {_operand(right, True)}",
+                return (f"{_operand(inner_r, False)} {node.OP_NAME} {_operand(right, True)}",
                         (inner_r, right), inner_l, False)
             if same is multiply and not inner_l.variables() and not inner_r.parameters():
-                return (f"{_text(inner_l)} * {_operand(right, True)}", (inner_l, right),
-                        inner_r, False)
+                return (f"{_operand(inner_l, False)} * {_operand(right, True)}",
+                        (inner_l, right), inner_r, False)
         return None
 
     def _nonlinear_factor(self, node: Any, factor: Any) -> tuple[Rule, str, str]:
@@ -1114,6 +1141,16 @@ class _Analysis:
         if isinstance(other, cp.Parameter):
             return (f"declare the parameter `{other.name()}` with nonneg=True (or "
                     "nonpos=True) when its values have one sign.")
+        if not other.variables() and other.parameters():
+            # (A function of parameters whose sign no declaration can give, as
+            # log(p) of a nonneg p: "declare its parameters" could not help;
+            # found by a probe.)
+            prefix = "" if isinstance(other, AffAtom) else _atom_name(other).lower() + "_"
+            new = _new_name(_names(other), prefix)
+            return (f"introduce one parameter `{new}` (declared nonneg=True, or nonpos=True: "
+                    f"the sign of its values) whose value you set to `{_text(other)}` "
+                    "(computed outside the problem) and use it in its place; the problem is "
+                    "convex only for values of the sign the product needs.")
         return (f"make the sign of `{_text(other)}` known to CVXPY (declare its parameters "
                 "or variables nonneg=True/nonpos=True), or split the product by sign.")
 
@@ -1271,6 +1308,18 @@ class _Analysis:
                 return self._fixed_position(node)
         if isinstance(node, Atom) and not (node.is_atom_log_log_convex()
                                            or node.is_atom_log_log_concave()):
+            if isinstance(node, NegExpression) and not node.variables():
+                # (Of parameters only, as (a - b) / y: moving terms across an
+                # inequality is beside the point; found by a probe.)
+                return (
+                    Rule.dgp_atom,
+                    f"`{_text(node)}` negates a positive expression (a subtraction) of "
+                    f"parameters only ({_ticks(_names(node))}).",
+                    "a geometric program has no subtraction, but a difference of parameters "
+                    "is a number: introduce one parameter (declared pos=True) whose value "
+                    "you set to the whole difference, computed outside the problem (e.g. "
+                    "`a_b` for `a - b`; it must be positive), and use it in its place.",
+                )
             if isinstance(node, NegExpression):
                 return (
                     Rule.dgp_atom,

@@ -170,7 +170,7 @@ BAD: dict[str, Bad] = {
         "constraint 0", R.constraint_kind, "square(y) == 1.0"),
     "cone_constraint_with_nonaffine_argument": bad(
         lambda: cp.Problem(cp.Minimize(y), [cp.SOC(y, cp.square(x))]),
-        "constraint 0", R.constraint_kind, "SOC(reshape(y, (1,), F), square(x))"),
+        "constraint 0", R.constraint_kind, "SOC(reshape(y, (1,), order='F'), square(x))"),
     # -- several findings --------------------------------------------------------
     "findings_in_objective_and_constraint": Bad(
         lambda: cp.Problem(cp.Minimize(a * b * y), [y >= 0, y <= cp.exp(a)]),
@@ -387,7 +387,7 @@ def test_nonlinear_parameter_fix_names_a_new_parameter():
 
 def _applied(fix: str, name: str, shape: tuple[int, ...]) -> cp.Parameter:
     """The new parameter a fix introduces, declared as the fix says."""
-    declared = re.search(rf"`{name}` \(declared (\w+)=True\)", fix)
+    declared = re.search(rf"`{name}` \(declared (\w+)=True", fix)
     return cp.Parameter(shape, name=name, **({declared.group(1): True} if declared else {}))
 
 
@@ -425,6 +425,10 @@ FIXES = {
     "nested element-wise matrix products": (
         cp.sum_squares(cp.multiply(_A, cp.multiply(_B, _X)) - 1), False, "A_B", (3, 3),
         "write `cp.multiply(A_B, X)`", lambda q: cp.sum_squares(cp.multiply(q, _X) - 1)),
+    # (Found by a probe: "declare its parameters nonneg", which cannot give log(pn) a sign.)
+    "log(pn) times a convex term": (
+        cp.log(_pn) * cp.sum_squares(_x3 - 1), False, "log_pn", (), "use it in its place",
+        lambda q: q * cp.sum_squares(_x3 - 1)),
     "a parametric power in a GP": (
         cp.Problem(cp.Minimize(_y + _z), [cp.power(_pp, _qq) * _y * _z >= 1]), True,
         "pow_pp_qq", (), "`pp ** qq`", lambda q: cp.Problem(cp.Minimize(_y + _z),
@@ -450,9 +454,66 @@ def test_fix_applied_as_written_gives_a_compliant_problem_of_the_same_model(name
         (q,) = [p for p in fixed.parameters() if p.name() == new]
         pieces = {"inv_pp": lambda: 1 / _pp.value, "exp_p": lambda: np.exp(_p.value),
                   "square_pn": lambda: _pn.value ** 2, "pp_qq": lambda: _pp.value * _qq.value,
-                  "a_p": lambda: _a.value * _p.value, "A_B": lambda: _A.value * _B.value}
+                  "a_p": lambda: _a.value * _p.value, "A_B": lambda: _A.value * _B.value,
+                  "log_pn": lambda: np.log(_pn.value)}
         q.value = pieces[new]()
         np.testing.assert_allclose(fixed.objective.value, problem.objective.value, rtol=1e-12)
+
+
+def test_dpp_fix_of_a_part_that_is_not_dcp_regression_says_so():
+    """-exp(p) * norm(x) minimized: "introduce exp_p" removes the DPP problem,
+    and the part, concave, is still not DCP; the fix said nothing of it (found
+    by a probe). A part that is DCP with its parameters fixed gets no such note."""
+    p, x = cp.Parameter(name="p"), cp.Variable(3, name="x")
+    (f,) = check_dpp(cp.Problem(cp.Minimize(-cp.exp(p) * cp.norm(x) + cp.sum(x)),
+                                [x >= -1])).findings
+    assert not f.fixed_parameters_ok
+    assert f.fix.endswith("That alone does not make this part DCP: with its parameters fixed "
+                          "it is not DCP either (check the signs and curvature of its terms)."
+                          ), f.fix
+    (g,) = check_dpp(cp.Problem(cp.Minimize(cp.exp(p) * cp.norm(x) + cp.sum(x)),
+                                [x >= -1])).findings
+    assert g.fixed_parameters_ok and "That alone" not in g.fix
+
+
+def test_fix_values_regression_are_python_with_the_groupings_of_the_problem():
+    """The value a fix says to compute, evaluated as written (NumPy's reshape for
+    CVXPY's): `p + q * p` for (p + q) * (p * sum(x)) (the left factor's
+    parentheses dropped), `1 / p - q` for x / (p - q) (a scalar divisor is a
+    broadcast `Promote`, whose sum went unparenthesized, in the finding's
+    expression too), and `reshape(A, (9,), F)`, which is not Python (found by a
+    probe)."""
+    p, q = cp.Parameter(name="p"), cp.Parameter(name="q")
+    A, x = cp.Parameter((3, 3), name="A"), cp.Variable(3, name="x")
+    values = {"p": 2.0, "q": 3.0, "A": np.arange(9.0).reshape(3, 3)}
+    cases = [
+        (cp.sum_squares(x) + (p + q) * (p * cp.sum(x)), (2.0 + 3.0) * 2.0),
+        (cp.sum_squares(x) + (p - q) * (q * cp.sum(x)), (2.0 - 3.0) * 3.0),
+        (cp.sum_squares(x / (p - q) - 1), 1 / (2.0 - 3.0)),
+        (cp.sum_squares(x / (p + 1) - 1), 1 / (2.0 + 1.0)),
+        (cp.sum_squares(cp.reshape(A, (9,), order="F")[:3] * p - x),
+         values["A"].flatten(order="F")[:3] * 2.0),
+    ]
+    for objective, expected in cases:
+        (f,) = check_dpp(cp.Problem(cp.Minimize(objective))).findings
+        text = re.search(r"whose value you set to `([^`]*)`", f.fix).group(1)
+        got = eval(text, {"reshape": np.reshape, **values})  # noqa: S307 (our own text)
+        np.testing.assert_allclose(got, expected, err_msg=f.fix)
+        assert "Promote" not in f.expression and ", F)" not in f.expression, f.expression
+    (division,) = check_dpp(cp.Problem(cp.Minimize(cp.sum_squares(x / (p - q) - 1)))).findings
+    assert division.expression == "x / (p - q)", division.expression
+
+
+def test_gp_subtraction_of_parameters_regression_gets_a_parameter_fix():
+    """(a - b) / y in a GP: the subtraction is of parameters only, and the fix
+    told the user to move terms across an inequality (found by a probe). A
+    positive parameter for the difference, applied, gives a DGP problem."""
+    y = cp.Variable(pos=True, name="y")
+    a, b = cp.Parameter(pos=True, name="a"), cp.Parameter(pos=True, name="b")
+    (f,) = check_dpp(cp.Problem(cp.Minimize(y + (a - b) / y)), gp=True).findings
+    assert "a difference of parameters is a number" in f.fix and "pos=True" in f.fix, f.fix
+    a_b = cp.Parameter(pos=True, name="a_b")
+    assert cp.Problem(cp.Minimize(y + a_b / y)).is_dgp(dpp=True)
 
 
 def test_gp_fix_examples_regression_are_geometric_programs():
