@@ -37,7 +37,7 @@ import scipy.sparse.linalg as spla
 from ._batched import segment_sums, stack_rows
 from ._cones import PSD, SOC, ConeLayout, Nonneg, unsvec
 from ._errors import ParameterError
-from ._linearization import Linearization, Structure, _warn
+from ._linearization import _WARN_RTOL, Linearization, Structure, _warn
 from ._typing import CSC, FloatArray
 
 __all__ = ["DerivativeMode", "ItemDerivative", "jvp_many", "vjp_many"]
@@ -118,23 +118,33 @@ class ItemDerivative:
                 )
             else:  # (also where K is singular but the outputs have a derivative: a
                 # redundant equality left a kink unreported, found by a probe)
-                rows = _not_strictly_complementary(structure, lin.y, lin.s,
-                                                   lin.relative_residual)
-                if rows.size:
-                    _warn(
-                        f"the derivative at batch item {index} may not exist: the solution "
-                        f"is not strictly complementary ({_rows_text(rows)} of the cone "
-                        "program: a constraint active with a zero multiplier, e.g. min(c, h) "
-                        "at c = h, sparsemax at an entry on its support's boundary), where the "
-                        "solution map has a kink. One element of its generalized Jacobian "
-                        "is used; treat this item's gradient with care."
-                    )
+                _warn_kinks(structure, lin, index)
             solve = lin.solve
             solve_t = lambda h: lin.solve(h, transpose=True)  # noqa: E731
         else:
-            solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode)
+            # diffcp's modes: no LU of K, so no test of whether the derivative
+            # exists; the kinks' test needs none, and each solve is checked by
+            # its residual (LSQR and LSMR stop at an iteration cap or at a
+            # tolerance relative to ‖M‖‖z‖; both gave silently wrong gradients,
+            # found by a probe).
+            _warn_kinks(structure, lin, index)
+            solve, solve_t = _diffcp_solvers(A, b, c, x, y, s, structure.layout, mode, index)
         return cls(lin.x, lin.y, lin.s, lin.pi, lin.D_vals, solve, solve_t,
                    heavy=mode is DerivativeMode.exact and lin.heavy)
+
+
+def _warn_kinks(structure: Structure, lin: Linearization, index: int) -> None:
+    """The warning for a solution that is not strictly complementary, if it is not."""
+    rows = _not_strictly_complementary(structure, lin.y, lin.s, lin.relative_residual)
+    if rows.size:
+        _warn(
+            f"the derivative at batch item {index} may not exist: the solution "
+            f"is not strictly complementary ({_rows_text(rows)} of the cone "
+            "program: a constraint active with a zero multiplier, e.g. min(c, h) "
+            "at c = h, sparsemax at an entry on its support's boundary), where the "
+            "solution map has a kink. One element of its generalized Jacobian "
+            "is used; treat this item's gradient with care."
+        )
 
 
 def vjp_many(structure: Structure, derivs: list[ItemDerivative], dx: FloatArray,
@@ -289,8 +299,9 @@ def _outputs_determined(
     return bool(np.all(np.abs(dtheta).max(axis=1, initial=0.0) <= limit))
 
 
-def _diffcp_solvers(A, b, c, x, y, s, layout, mode):
-    """diffcp's solvers of M dz = g and Mᵀ r = h (its operators, its settings)."""
+def _diffcp_solvers(A, b, c, x, y, s, layout, mode, index=0):
+    """diffcp's solvers of M dz = g and Mᵀ r = h (its operators, its settings),
+    each checked by its residual (:func:`_checked`)."""
     import diffcp._diffcp as _diffcp
     import diffcp.cones as cone_lib
 
@@ -304,16 +315,42 @@ def _diffcp_solvers(A, b, c, x, y, s, layout, mode):
     if mode is DerivativeMode.dense:
         Mdense = _diffcp.M_dense(Q.toarray(), cones, u, v, w)
         MT = Mdense.T
-        return (lambda g: _diffcp._solve_derivative_dense(Mdense, MT, g),
-                lambda h: _diffcp._solve_adjoint_derivative_dense(Mdense, MT, h))
+        return (_checked(lambda g: _diffcp._solve_derivative_dense(Mdense, MT, g),
+                         Mdense.__matmul__, mode, index),
+                _checked(lambda h: _diffcp._solve_adjoint_derivative_dense(Mdense, MT, h),
+                         MT.__matmul__, mode, index))
     M = _diffcp.M_operator(sp.csc_matrix(Q), cones, u, v, w)
     MT = M.transpose()
     if mode is DerivativeMode.lsqr:
-        return (lambda g: _diffcp.lsqr(M, g).solution, lambda h: _diffcp.lsqr(MT, h).solution)
+        return (_checked(lambda g: _diffcp.lsqr(M, g).solution, M.matvec, mode, index),
+                _checked(lambda h: _diffcp.lsqr(MT, h).solution, MT.matvec, mode, index))
     shape = (n + m + 1, n + m + 1)
     Mop = spla.LinearOperator(shape, matvec=M.matvec, rmatvec=M.rmatvec, dtype=np.float64)
     MTop = spla.LinearOperator(shape, matvec=MT.matvec, rmatvec=MT.rmatvec, dtype=np.float64)
     return (
-        lambda g: spla.lsmr(Mop, g, maxiter=10 * shape[0], atol=1e-12, btol=1e-12)[0],
-        lambda h: spla.lsmr(MTop, h, maxiter=10 * shape[0], atol=1e-10, btol=1e-10)[0],
+        _checked(lambda g: spla.lsmr(Mop, g, maxiter=10 * shape[0], atol=1e-12, btol=1e-12)[0],
+                 M.matvec, mode, index),
+        _checked(lambda h: spla.lsmr(MTop, h, maxiter=10 * shape[0], atol=1e-10, btol=1e-10)[0],
+                 MT.matvec, mode, index),
     )
+
+
+def _checked(solve: Callable[[FloatArray], FloatArray], matvec: Callable,
+             mode: DerivativeMode, index: int) -> Callable[[FloatArray], FloatArray]:
+    """``solve`` (of M d = g, by least squares), warning where ‖M d − g‖ is above
+    ``_WARN_RTOL`` of ‖g‖, as for the exact mode's solves. (The systems are
+    consistent wherever the derivative exists: diffcp's dense solve leaves
+    1e-16; LSQR 1e-8 to 1e-5 on regular LPs, and 0.4 to 1 where its answers
+    were 60 % to 100 % off; found by a probe.)"""
+    def run(g: FloatArray) -> FloatArray:
+        d = solve(g)
+        rel = float(np.linalg.norm(matvec(d) - g)) / max(float(np.linalg.norm(g)),
+                                                          np.finfo(float).tiny)
+        if not rel <= _WARN_RTOL:
+            _warn(
+                f"the derivative solve (mode={mode.value!r}) at batch item {index} has "
+                f"relative residual {rel:.1e}; this item's derivative (JVP or VJP) is "
+                "inaccurate. mode='exact' (the default) solves it exactly."
+            )
+        return d
+    return run

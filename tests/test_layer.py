@@ -3,6 +3,7 @@ adjoint against central finite differences, JVP against VJP."""
 
 from __future__ import annotations
 
+import cvxpy as cp
 import numpy as np
 import pytest
 from helpers import (
@@ -16,7 +17,7 @@ from helpers import (
 )
 from problems import CASES, case_solver_pairs
 
-from conelayers import CvxpyLayer, DerivativeMode
+from conelayers import CvxpyLayer, DerivativeMode, DerivativeWarning
 
 PAIRS = case_solver_pairs()
 
@@ -148,6 +149,32 @@ def test_diffcp_modes_run_and_are_close_on_a_well_conditioned_qp(mode, rng):
     other = layer.solve(*values, solver_args={"mode": mode}).adjoint(*w)
     for a, b in zip(exact, other, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3 * (1 + np.abs(a).max()))
+
+
+def test_diffcp_modes_regression_report_what_they_cannot_solve():
+    """diffcp's modes gave no DerivativeWarning ever: LSQR and LSMR came back
+    silently wrong on a regular problem (x == c beside a variable the solver
+    leaves near −1e9: d sum(x)/dc = [0, 0] and [0.39, 0.39] where it is [1, 1];
+    found by a probe). Each solve is checked by its residual now, and the kinks'
+    test runs in every mode (sparsemax of a one-hot input)."""
+    x, z, c = cp.Variable(2), cp.Variable(), cp.Parameter(2)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum(x)), [x == c, z >= -1e9]), [c], [x])
+    for mode in ("lsqr", "lsmr"):
+        with pytest.warns(DerivativeWarning, match=rf"solve \(mode='{mode}'\) at batch item 0 "
+                          r"has relative residual .*derivative \(JVP or VJP\) is inaccurate"):
+            sol = layer.solve(np.array([1.0, 2.0]), solver_args={"mode": mode})
+            sol.adjoint(np.ones(2))
+    for mode in ("exact", "dense"):  # (a warning would be an error in this suite)
+        (grad,) = layer.solve(np.array([1.0, 2.0]), solver_args={"mode": mode}).adjoint(
+            np.ones(2))
+        np.testing.assert_allclose(grad, [1.0, 1.0], atol=1e-9)
+    p, w = cp.Variable(3), cp.Parameter(3)
+    simplex = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(p - w)),
+                                    [cp.sum(p) == 1, p >= 0]), [w], [p])
+    for mode in ("lsqr", "lsmr", "dense"):
+        with pytest.warns(DerivativeWarning, match="not strictly complementary"):
+            simplex.solve(np.array([1.0, 0.0, 0.0]), solver_args={"mode": mode}).adjoint(
+                np.array([1.0, 2.0, -1.0]))
 
 
 def test_modes_are_the_enum_values():
