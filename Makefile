@@ -31,10 +31,10 @@ demo: $(VENV)/.installed-core
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The performance suite compares with cvxpylayers, installed here only (it is
-# never a dependency of conelayers).
+# The performance suite compares with cvxpylayers 1.2.0 (the version of the
+# README's tables), installed here only (it is never a dependency of conelayers).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet cvxpylayers
+	$(PY) -m pip install --quiet cvxpylayers==1.2.0
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/cluster.py
 
