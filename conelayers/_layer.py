@@ -23,7 +23,7 @@ from ._pool import PROCESSES, process_pool
 from ._program import ParametricConeProgram
 from ._remote import new_token
 from ._solve import Distribution, Solution, solve_batch
-from ._solvers import check_solver_name
+from ._solvers import DIFFCP, check_solver_name
 from ._typing import FloatArray
 from ._validate import CallOptions, check_values, split_solver_args
 
@@ -61,6 +61,8 @@ class CvxpyLayer:
         are the variables themselves, not their logs.
     solver : {"Clarabel", "SCS", "ECOS"}, optional
         The cone solver; default ``"Clarabel"`` (see README, "Solvers").
+        ``"DIFFCP"`` (cvxpylayers 1.2's name for its diffcp back-end) means
+        ``solver_args['solve_method']``, SCS by default, as there.
     solver_args : dict, optional
         Default options of every call: the solver's own option names, the
         portable ``eps``, ``max_iters``, ``verbose``, and the layer's
@@ -135,6 +137,8 @@ class CvxpyLayer:
         given = split_solver_args(solver_args)
         if solver is not None:
             check_solver_name(solver)
+            if solver.upper() == DIFFCP:  # (cvxpylayers 1.2's default back-end)
+                solver = given.solver or "SCS"
         if solver is not None and given.solver is not None and (
             solver.upper() != given.solver.upper()
         ):

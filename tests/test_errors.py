@@ -94,7 +94,8 @@ def test_unknown_solver(setup):
 
 def test_unknown_solver_option_is_rejected_at_construction(setup):
     with pytest.raises(ParameterError, match=r"`solver_args` has an option 'max_iter' that "
-                       r"solver SCS does not know\. Accepted: .*max_iters"):
+                       r"solver SCS does not know\. 'max_iter' is an option of Clarabel: "
+                       r"choose Clarabel with solver='Clarabel'.* Accepted: .*max_iters"):
         layer_of(setup, solver="SCS", solver_args={"max_iter": 10})
 
 

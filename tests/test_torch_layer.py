@@ -397,6 +397,31 @@ def test_errors_users_already_catch():
     assert issubclass(DPPError, ValueError)
 
 
+def test_cvxpylayers_constructor_calls_regression_keep_working():
+    """cvxpylayers 1.2.0 code that a switch broke (found by an audit of the
+    README's drop-in claim): `solver` passed positionally (its fourth argument),
+    `solver="DIFFCP"` (its default back-end's name: diffcp, whose cone solver is
+    `solve_method`, SCS by default) with SCS options, and SCS options under the
+    default solver, whose message now says which solver has them."""
+    x, p = cp.Variable(2), cp.Parameter(2)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x - p)), [x >= 0])
+    value = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    assert CvxpyLayer(problem, [p], [x], cp.ECOS).layer.solver == "ECOS"
+    diffcp_like = CvxpyLayer(problem, [p], [x], "DIFFCP",
+                             solver_args={"acceleration_lookback": 0})
+    assert diffcp_like.layer.solver == "SCS"
+    torch.testing.assert_close(diffcp_like(value)[0], torch.tensor([1.0, 0.0],
+                                                                   dtype=torch.float64))
+    assert CvxpyLayer(problem, [p], [x], "DIFFCP",
+                      solver_args={"solve_method": "ECOS"}).layer.solver == "ECOS"
+    with pytest.raises(ParameterError, match=r"'acceleration_lookback' is an option of SCS: "
+                       r"choose SCS with solver='SCS'"):
+        CvxpyLayer(problem, [p], [x], solver_args={"acceleration_lookback": 0})
+    with pytest.raises(ParameterError, match=r"got bool True \(cvxpylayers 0\.1's fourth "
+                       r"argument was `gp`"):
+        CvxpyLayer(problem, [p], [x], True)
+
+
 def test_cvxpylayers_warm_start_argument(monkeypatch, rng):
     """cvxpylayers 1.2's forward takes warm_start (True only with its MOREAU
     GPU solver): False is accepted and changes nothing; True is refused by

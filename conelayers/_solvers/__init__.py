@@ -11,7 +11,7 @@ from .clarabel import ClarabelSolver
 from .ecos import ECOSSolver
 from .scs import SCSSolver
 
-__all__ = ["SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "check_solver_name",
+__all__ = ["DIFFCP", "SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "check_solver_name",
            "get_solver"]
 
 SOLVERS: dict[str, type[AbstractSolver]] = {
@@ -24,15 +24,22 @@ def available_solvers() -> list[str]:
     return [cls.name for cls in SOLVERS.values() if cls.is_installed()]
 
 
+# cvxpylayers 1.2's name for its diffcp back-end, whose cone solver is
+# ``solver_args['solve_method']``, SCS by default (diffcp's): the same here.
+DIFFCP = "DIFFCP"
+
+
 def check_solver_name(name: object) -> str:
     """``name`` itself if it is a string; ``ParameterError`` naming `solver` if not."""
     if not isinstance(name, str):
         from .._errors import ParameterError
 
         names = ", ".join(c.name for c in SOLVERS.values())
+        hint = (" (cvxpylayers 0.1's fourth argument was `gp`: pass `gp=True` by name)"
+                if isinstance(name, bool) else "")
         raise ParameterError(
             f"`solver` must be a solver name (one of {names}); got {type(name).__name__} "
-            f"{name!r}."
+            f"{name!r}{hint}."
         )
     return name
 

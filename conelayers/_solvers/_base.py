@@ -178,11 +178,21 @@ class AbstractSolver(abc.ABC):
                 native[key] = value
             else:
                 from .._validate import LAYER_OPTIONS
+                from . import SOLVERS
 
                 accepted = sorted(set(cls.native_options) | set(cls.portable_options))
+                owners = [other.name for other in SOLVERS.values()
+                          if other is not cls and key in other.native_options]
+                # (cvxpylayers' default cone solver is SCS: its code passes SCS's
+                # options, e.g. acceleration_lookback, which Clarabel does not know.)
+                hint = (f" {key!r} is an option of {' and '.join(owners)}: choose "
+                        f"{owners[0]} with solver={owners[0]!r} (or solver_args['solve_method']"
+                        ")." if owners else "")
+                if "SCS" in owners:
+                    hint += " (cvxpylayers' default cone solver is SCS.)"
                 raise ParameterError(
                     f"`solver_args` has an option {key!r} that solver {cls.name} does not "
-                    f"know. Accepted: {', '.join(accepted)}; and the layer's own options "
+                    f"know.{hint} Accepted: {', '.join(accepted)}; and the layer's own options "
                     f"{', '.join(sorted(LAYER_OPTIONS))}."
                 )
         return native

@@ -55,13 +55,14 @@ class CvxpyLayer(torch.nn.Module):
         problem: Any,
         parameters: Sequence[Any],
         variables: Sequence[Any],
-        *,
-        gp: bool = False,
+        # (cvxpylayers 1.2's positional order, for code that passes them so)
         solver: str | None = None,
-        solver_args: Mapping[str, Any] | None = None,
-        throw: bool = True,
+        gp: bool = False,
         verbose: bool = False,
         canon_backend: str | None = None,
+        solver_args: Mapping[str, Any] | None = None,
+        *,
+        throw: bool = True,
         executor: Any = None,
         chunk_size: int | None = None,
     ) -> None:
