@@ -49,8 +49,8 @@ from cvxpy.atoms.affine.binary_operators import (
     multiply,
 )
 from cvxpy.atoms.affine.conv import conv, convolve
-from cvxpy.atoms.affine.kron import kron
 from cvxpy.atoms.affine.index import index
+from cvxpy.atoms.affine.kron import kron
 from cvxpy.atoms.affine.promote import Promote
 from cvxpy.atoms.affine.reshape import reshape
 from cvxpy.atoms.affine.sum import Sum

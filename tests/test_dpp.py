@@ -497,7 +497,7 @@ def test_fix_values_regression_are_python_with_the_groupings_of_the_problem():
     for objective, expected in cases:
         (f,) = check_dpp(cp.Problem(cp.Minimize(objective))).findings
         text = re.search(r"whose value you set to `([^`]*)`", f.fix).group(1)
-        got = eval(text, {"reshape": np.reshape, **values})  # noqa: S307 (our own text)
+        got = eval(text, {"reshape": np.reshape, **values})
         np.testing.assert_allclose(got, expected, err_msg=f.fix)
         assert "Promote" not in f.expression and ", F)" not in f.expression, f.expression
     (division,) = check_dpp(cp.Problem(cp.Minimize(cp.sum_squares(x / (p - q) - 1)))).findings
