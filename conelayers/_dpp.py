@@ -49,7 +49,7 @@ from cvxpy.atoms.affine.binary_operators import (
     multiply,
 )
 from cvxpy.atoms.affine.conv import conv, convolve
-from cvxpy.atoms.affine.index import index
+from cvxpy.atoms.affine.index import index as Index
 from cvxpy.atoms.affine.kron import kron
 from cvxpy.atoms.affine.promote import Promote
 from cvxpy.atoms.affine.reshape import reshape
@@ -539,7 +539,7 @@ def _render(obj: Any) -> str:
     if isinstance(obj, reshape):  # (CVXPY prints `reshape(A, (9,), F)`, not Python)
         shape, order = obj.get_data()
         return f"reshape({_render(obj.args[0])}, {tuple(shape)}, order={order!r})"
-    if isinstance(obj, index):  # our text of what is indexed, then CVXPY's of the key
+    if isinstance(obj, Index):  # our text of what is indexed, then CVXPY's of the key
         return _operand(obj.args[0], True) + obj.name()[len(obj.args[0].name()):]
     # Atoms printed with their arguments but not CVXPY's data (axis None, keepdims):
     # `sum(x)`, `norm(x, 2)`, `sum_squares(x)`, `quad_over_lin(x, y)`, `quad_form(x, P)`.

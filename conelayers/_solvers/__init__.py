@@ -11,8 +11,8 @@ from .clarabel import ClarabelSolver
 from .ecos import ECOSSolver
 from .scs import SCSSolver
 
-__all__ = ["DIFFCP", "SOLVERS", "AbstractSolver", "RawSolution", "available_solvers", "check_solver_name",
-           "get_solver"]
+__all__ = ["DIFFCP", "SOLVERS", "AbstractSolver", "RawSolution", "available_solvers",
+           "check_solver_name", "get_solver"]
 
 SOLVERS: dict[str, type[AbstractSolver]] = {
     cls.name.upper(): cls for cls in (ClarabelSolver, SCSSolver, ECOSSolver)
