@@ -312,6 +312,13 @@ def _vjp(layer, key, xs, douts, dtype, n_params, call):
             g.set_shape(x.shape)
         return grads
 
+    # Which parameters a tape recording this op watches: only along those can a
+    # derivative of the VJP be asked for. An eager backward function computes
+    # every input's gradient, and the refusal ran where the outer tape asked
+    # only for the cotangent's (d⟨t, VJP(w)⟩/dw = J t, a first derivative;
+    # found by a probe); in a graph it is pruned where unused.
+    watched = [record.should_record_backprop([x]) for x in xs]
+
     def backward(*upstream):  # d⟨w, VJP(u)⟩/du = J w; along the parameters: refused
         upstream = [tf.zeros_like(x) if w is None else w for x, w in zip(xs, upstream,
                                                                           strict=True)]
@@ -320,7 +327,8 @@ def _vjp(layer, key, xs, douts, dtype, n_params, call):
             [key, *xs, *upstream], [dtype] * n_outs, stateful=True))
         for d, c in zip(douts_, douts, strict=True):
             d.set_shape(c.shape)
-        return [*douts_, *(_second_order(w, x) for w, x in zip(upstream, xs, strict=True))]
+        return [*douts_, *(_second_order(w, x) if seen else None
+                           for w, x, seen in zip(upstream, xs, watched, strict=True))]
 
     def forward(*tangents):  # the VJP's tangent: VJP(du), plus a refusal along dθ
         du = [tf.zeros_like(d) if t is None else t for d, t in zip(douts, tangents[:n_outs],
