@@ -54,12 +54,6 @@ _CERTIFIED = 1e-9
 # there, rows scaled 1e-5 of the others hid a point off by more than its size.
 _CONVERGED = 1e-13
 
-
-def _certified(lin: Linearization) -> bool:
-    """Whether refinement certifies ``lin``'s point optimal (``_CERTIFIED``)."""
-    relative = lin.relative_residual
-    return relative <= _CONVERGED or (relative <= _CERTIFIED
-                                      and lin.row_relative_residual() <= _CERTIFIED)
 # Verdicts after which the solver's last iterate may still be refined to a
 # certified optimum (Clarabel's "InsufficientProgress" at tight tolerances, for
 # instance, usually stops a hair away from it). Infeasibility and unboundedness
@@ -159,6 +153,13 @@ class ItemsResult:
     def compact(self) -> ItemsResult:
         """Without the linearizations: what travels back from a worker."""
         return ItemsResult(self.x, self.y, self.s, self.status, self.iterations, self.residual)
+
+
+def _certified(lin: Linearization) -> bool:
+    """Whether refinement certifies ``lin``'s point optimal (``_CERTIFIED``)."""
+    relative = lin.relative_residual
+    return relative <= _CONVERGED or (relative <= _CERTIFIED
+                                      and lin.row_relative_residual() <= _CERTIFIED)
 
 
 def _finite(raw: RawSolution) -> bool:
