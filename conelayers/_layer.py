@@ -7,6 +7,7 @@ be copied and pickled, and calling it never touches CVXPY.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -200,7 +201,13 @@ class CvxpyLayer:
         throw = self._throw if throw is None else _check_bool(throw, "throw")
         executor = self._executor if executor is None else _check_executor(executor,
                                                                            "executor")
-        where = Distribution(executor, self._token, self._chunk_size,
+        # "processes" is kept as the name and resolved at each call: the pool is
+        # this process's (a forked child solves in-process), and one whose
+        # worker died is made again (a layer holding the pool object hung in a
+        # forked child, and failed every call after a worker's death; found by
+        # a probe).
+        where = Distribution(process_pool() if executor == PROCESSES else executor,
+                             self._token, self._chunk_size,
                              (options.jobs_forward, options.jobs_backward))
         return solve_batch(self._engine, batch, solver.name, native, mode=options.mode,
                            refine=int(options.refine or 0), throw=throw, where=where,
@@ -214,19 +221,35 @@ class CvxpyLayer:
 
     def __getstate__(self) -> dict[str, Any]:
         # An executor (a pool, a cluster client) is a local resource: it does
-        # not travel with the layer.
+        # not travel with the layer. "processes" names the receiving process's
+        # own pool, and does.
         state = self.__dict__.copy()
-        state["_executor"] = None
+        if state["_executor"] != PROCESSES:
+            state["_executor"] = None
         return state
+
+    def __copy__(self) -> CvxpyLayer:
+        # (A copy in this process keeps the executor, which copy.copy, through
+        # __getstate__, dropped without a word; found by a probe.)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CvxpyLayer:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = value if key == "_executor" else copy.deepcopy(value, memo)
+        return new
 
     def __repr__(self) -> str:
         outs = ", ".join(f"{o.name} {o.shape}" for o in self.program.outputs)
         return f"CvxpyLayer({self.program!r}, outputs=[{outs}], solver={self.solver})"
 
 
-def _check_executor(value: Any, name: str) -> Executor | None:
+def _check_executor(value: Any, name: str) -> Executor | str | None:
     if isinstance(value, str) and value == PROCESSES:
-        return process_pool()
+        return PROCESSES
     if value is not None and not (callable(getattr(value, "submit", None))):
         got = repr(value) if isinstance(value, str) else type(value).__name__
         raise ParameterError(
@@ -234,7 +257,7 @@ def _check_executor(value: Any, name: str) -> Executor | None:
             f"e.g. ProcessPoolExecutor() or a Dask client's get_executor(), or "
             f"{PROCESSES!r} (the layer's own process pool, one worker per core); got {got}."
         )
-    return cast("Executor | None", value)
+    return cast("Executor | str | None", value)
 
 
 def _check_bool(value: Any, name: str) -> bool:

@@ -29,13 +29,19 @@ __all__ = ["PROCESSES", "process_pool", "usable_cores"]
 PROCESSES = "processes"
 _POOL: ProcessPoolExecutor | None = None
 _LOCK = threading.Lock()
+_FORKED = False  # whether this process is a fork of one that may have used the pool
 
 
 def _after_fork_in_child() -> None:
     """A forked child inherits the parent's pool object but not the threads
-    that feed its workers: it makes its own (see ``_parallel._after_fork_in_child``)."""
-    global _POOL, _LOCK
-    _POOL, _LOCK = None, threading.Lock()
+    that feed its workers, nor a forkserver of its own: it solves in-process
+    instead (``process_pool`` returns None there; see ``_parallel._after_fork_in_child``
+    for the solving threads). A layer holding the parent's pool hung in such a
+    child, and a new pool raised "ChildProcessError: No child processes"
+    (found by a probe); a pool of its own would have outlived the child, whose
+    exit waits for its workers."""
+    global _POOL, _LOCK, _FORKED
+    _POOL, _LOCK, _FORKED = None, threading.Lock(), True
 
 
 if hasattr(os, "register_at_fork"):
@@ -50,10 +56,20 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def process_pool() -> ProcessPoolExecutor:
-    """The shared pool (created on first call; workers start on first use)."""
+def process_pool() -> ProcessPoolExecutor | None:
+    """The shared pool (created on first call; workers start on first use);
+    None in a forked child (see ``_after_fork_in_child``): in-process there."""
     global _POOL
+    if _FORKED:
+        return None
     with _LOCK:
+        if _POOL is not None and getattr(_POOL, "_broken", False):
+            # A worker died (killed, out of memory): the call that held it raised
+            # ExecutorError, and the pool refuses all work since
+            # (BrokenProcessPool, every later call, found by a probe). A new one.
+            # (``_broken`` is private: what ProcessPoolExecutor.submit checks.)
+            _POOL.shutdown(wait=False, cancel_futures=True)
+            _POOL = None
         if _POOL is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context(

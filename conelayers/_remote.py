@@ -85,6 +85,17 @@ def _worker_estimate(executor: Executor) -> int:
         return 1
 
 
+def _spans(ranges: Sequence[range]) -> str:
+    """Consecutive item ranges as spans ("0-161", not every chunk of one item)."""
+    spans: list[list[int]] = []
+    for r in ranges:
+        if spans and spans[-1][1] == r.start - 1:
+            spans[-1][1] = r.stop - 1
+        else:
+            spans.append([r.start, r.stop - 1])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
+
+
 def map_chunks(executor: Executor, engine: _engine.Engine, token: str, fn: str,
                chunks: Sequence[tuple[Any, ...]], items: Sequence[range]) -> list[Any]:
     """Run ``fn(engine, *chunk)`` for every chunk on ``executor``; results in order."""
@@ -97,8 +108,18 @@ def map_chunks(executor: Executor, engine: _engine.Engine, token: str, fn: str,
         return blob
 
     first_wave = _worker_estimate(executor)
-    futures = [executor.submit(_run, token, payload() if k < first_wave else None, fn, args)
-               for k, args in enumerate(chunks)]
+    try:
+        futures = [executor.submit(_run, token, payload() if k < first_wave else None, fn, args)
+                   for k, args in enumerate(chunks)]
+    except Exception as exc:
+        # (A shut-down pool's RuntimeError, a closed Dask client's ClosedClientError,
+        # a broken pool's BrokenProcessPool escaped as they were; found by a probe.)
+        raise ExecutorError(
+            f"the executor refused the work ({type(exc).__name__}: {exc}); nothing was "
+            "solved. Pass an executor that is running (executor='processes' makes the "
+            "layer's own pool again where a worker of it died).",
+            [i for r in items for i in r],
+        ) from exc
     results: list[Any] = [None] * len(chunks)
     failed: list[tuple[range, BaseException]] = []
     for k, future in enumerate(futures):
@@ -113,8 +134,7 @@ def map_chunks(executor: Executor, engine: _engine.Engine, token: str, fn: str,
             continue
         results[k] = result
     if failed:
-        held = ", ".join(f"{r.start}-{r.stop - 1}" if len(r) > 1 else str(r.start)
-                         for r, _ in failed)
+        held = _spans([r for r, _ in failed])
         first = failed[0][1]
         raise ExecutorError(
             f"the executor failed on batch item(s) {held} ({type(first).__name__}: {first}); "

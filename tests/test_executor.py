@@ -91,11 +91,84 @@ class CountingExecutor(Executor):
 def test_a_worker_that_dies_names_the_items_it_held(rng):
     layer, values = failing_batch()
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as inner:
-        message = r"the executor failed on batch item\(s\) .*2"
+        message = r"the executor failed on batch item\(s\) [0-9, -]+ \("
         with pytest.raises(ExecutorError, match=message) as info:
             layer.solve(*values, throw=False, executor=DyingExecutor(inner, fatal_item=2))
     assert 2 in info.value.items
     assert layer.solve(*values, throw=False).ok.sum() == 3  # the layer is unaffected
+
+
+def test_own_pool_regression_is_made_again_after_a_worker_dies(rng):
+    """A worker of executor="processes" killed (out of memory, SIGKILL): every
+    later call in the process raised a bare BrokenProcessPool, at once, forever
+    (found by a probe). The call that held it raises ExecutorError; the next
+    call gets a new pool and its answer."""
+    import signal
+
+    from conelayers import _pool
+
+    layer, values = failing_batch()
+    expected = layer.solve(*values, throw=False).values[0]
+    layer.solve(*values, throw=False, executor="processes")  # the pool's workers run
+    for pid in list(_pool.process_pool()._processes):
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ExecutorError):
+        for _ in range(3):  # (the pool notices its loss within a call or two)
+            layer.solve(*values, throw=False, executor="processes")
+    again = layer.solve(*values, throw=False, executor="processes")
+    np.testing.assert_allclose(again.values[0], expected, atol=1e-12, equal_nan=True)
+
+
+def test_stopped_executors_regression_raise_executor_error():
+    """A shut-down pool's RuntimeError ("cannot schedule new futures after
+    shutdown") escaped as it was (found by a probe); ExecutorError now, naming
+    the items, before anything is solved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    layer, values = failing_batch()
+    pool = ThreadPoolExecutor(2)
+    pool.shutdown()
+    with pytest.raises(ExecutorError, match=r"the executor refused the work \(RuntimeError: "
+                       r"cannot schedule new futures after shutdown\)") as info:
+        layer.solve(*values, throw=False, executor=pool)
+    assert info.value.items == (0, 1, 2, 3)
+
+
+def test_copies_regression_keep_the_executor():
+    """copy.copy and copy.deepcopy (of the NumPy layer and of a PyTorch module
+    holding one: a target network) dropped the executor without a word, as
+    pickling does, where the copy stays in this process (found by a probe);
+    a pickled "processes" layer keeps the name of its new process's own pool."""
+    import copy
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, values = failing_batch()
+    with ThreadPoolExecutor(2) as inner:
+        pool = CountingExecutor(inner)
+        x, lo, s = cp.Variable(2), cp.Parameter(2), cp.Parameter()
+        layer = CvxpyLayer(layer_problem(x, lo, s), [lo, s], [x], chunk_size=1, executor=pool)
+        expected = layer.solve(*values, throw=False).values[0]
+        sent = pool.tasks
+        for twin in (copy.copy(layer), copy.deepcopy(layer)):
+            np.testing.assert_array_equal(twin.solve(*values, throw=False).values[0], expected)
+            assert pool.tasks == sent + 4  # (one task per item: chunk_size=1)
+            sent = pool.tasks
+    assert pickle.loads(pickle.dumps(layer))._executor is None  # (a local resource)
+    torch = pytest.importorskip("torch")
+    from conelayers.torch import CvxpyLayer as TorchLayer
+
+    with ThreadPoolExecutor(2) as inner:
+        pool = CountingExecutor(inner)
+        module = TorchLayer(layer_problem(x, lo, s), [lo, s], [x], executor=pool)
+        twin = copy.deepcopy(module)  # (a target network)
+        out = twin(*[torch.tensor(v) for v in values], throw=False)[0]
+        assert pool.tasks > 0
+        np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def layer_problem(x, lo, s):
+    return cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, cp.sum(x) <= s])
 
 
 def test_executor_argument_is_checked():
@@ -108,7 +181,7 @@ def test_executor_argument_is_checked():
 def test_the_layers_own_process_pool_equals_in_process(rng):
     """executor="processes": one shared pool (a worker per usable core), the
     same results as in this process, failures included; and the layer pickles
-    without it."""
+    with it (the name of the receiving process's own pool)."""
     import pickle
 
     from conelayers._pool import process_pool, usable_cores
@@ -117,7 +190,7 @@ def test_the_layers_own_process_pool_equals_in_process(rng):
     compare(layer, values, "processes", rng)
     case = CASES["logistic"]()
     own = CvxpyLayer(case.problem, case.parameters, case.variables, executor="processes")
-    assert own._executor is process_pool() and process_pool()._max_workers == usable_cores()
+    assert own._executor == "processes" and process_pool()._max_workers == usable_cores()
     plain = CvxpyLayer(case.problem, case.parameters, case.variables)
     values = case.sample_batch(rng, 6)
     there, here = own.solve(*values), plain.solve(*values)
@@ -125,7 +198,8 @@ def test_the_layers_own_process_pool_equals_in_process(rng):
     w = [rng.standard_normal(np.shape(o)) for o in here.values]
     for g_there, g_here in zip(there.adjoint(*w), here.adjoint(*w), strict=True):
         np.testing.assert_allclose(g_there, g_here, atol=1e-10)
-    assert pickle.loads(pickle.dumps(own))._executor is None
+    # ("processes" names the receiving process's own pool: it travels.)
+    assert pickle.loads(pickle.dumps(own))._executor == "processes"
 
 
 def test_front_ends_use_the_executor(pool, rng):

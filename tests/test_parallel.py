@@ -334,3 +334,38 @@ def test_forked_child_regression_solves_a_batch():
             child.kill()
             child.join()
     assert child.exitcode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_child_regression_uses_its_own_process_pool():
+    """A layer built with executor="processes", called in a forked child after
+    the parent used the pool: it hung (the layer held the parent's pool object)
+    or, passed per call, raised ChildProcessError (the child inherits the
+    parent's forkserver; found by a probe). The child solves in-process, the
+    same answer, and exits."""
+    import multiprocessing
+
+    import cvxpy as cp
+    import numpy as np
+
+    from conelayers import CvxpyLayer
+
+    n, B = 4, 6
+    x, y = cp.Variable(n), cp.Parameter(n)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0]),
+                       parameters=[y], variables=[x], executor="processes")
+    values = np.random.default_rng(1).standard_normal((B, n))
+    (expected,) = layer(values)  # the parent's pool now exists, with its workers
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(target=_solve_in_child, args=(layer, values, theirs))
+    child.start()
+    try:
+        assert ours.poll(120), "the forked child's batch did not finish within 120 s"
+        np.testing.assert_allclose(ours.recv(), expected, atol=1e-12)
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert child.exitcode == 0
