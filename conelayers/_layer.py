@@ -127,7 +127,7 @@ class CvxpyLayer:
         throw: bool = True,
         verbose: bool = False,
         canon_backend: str | None = None,
-        executor: Executor | None = None,
+        executor: Executor | str | None = None,
         chunk_size: int | None = None,
     ) -> None:
         self.program: ParametricConeProgram = canonicalize(
@@ -199,14 +199,13 @@ class CvxpyLayer:
         solver, _ = self._engine.solver(options.solver)
         native = solver.translate_options(*options.native)
         throw = self._throw if throw is None else _check_bool(throw, "throw")
-        executor = self._executor if executor is None else _check_executor(executor,
-                                                                           "executor")
+        chosen = self._executor if executor is None else _check_executor(executor, "executor")
         # "processes" is kept as the name and resolved at each call: the pool is
         # this process's (a forked child solves in-process), and one whose
         # worker died is made again (a layer holding the pool object hung in a
         # forked child, and failed every call after a worker's death; found by
         # a probe).
-        where = Distribution(process_pool() if executor == PROCESSES else executor,
+        where = Distribution(process_pool() if chosen == PROCESSES else cast("Executor", chosen),
                              self._token, self._chunk_size,
                              (options.jobs_forward, options.jobs_backward))
         return solve_batch(self._engine, batch, solver.name, native, mode=options.mode,
