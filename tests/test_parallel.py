@@ -302,70 +302,60 @@ def _solve_in_child(layer, values, conn):
     conn.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_forked_child_regression_solves_a_batch():
-    """A forked child (a PyTorch DataLoader worker) solves batches after the
-    parent has: it had inherited the parent's thread pool without its threads,
-    and its first batch waited forever (found by a probe, 2026-12-04)."""
-    import multiprocessing
-
+def _simplex_layer(n, **kwargs):
     import cvxpy as cp
-    import numpy as np
 
     from conelayers import CvxpyLayer
 
-    n, B = 5, 8
     x, y = cp.Variable(n), cp.Parameter(n)
-    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0]),
-                       parameters=[y], variables=[x])
-    values = np.random.default_rng(0).standard_normal((B, n))
-    (expected,) = layer(values)  # the parent's pool now exists, with its threads
-    assert _parallel._POOL is not None
+    return CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0]),
+                      parameters=[y], variables=[x], **kwargs)
+
+
+def _solved_in_forked_child(layer, values):
+    """``layer(values)[0]`` in a forked child, which must finish and exit."""
+    import multiprocessing
+
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe(duplex=False)
     child = context.Process(target=_solve_in_child, args=(layer, values, theirs))
     child.start()
     try:
         assert ours.poll(60), "the forked child's batch did not finish within 60 s"
-        np.testing.assert_array_equal(ours.recv(), expected)
+        result = ours.recv()
     finally:
         child.join(10)
         if child.is_alive():
             child.kill()
             child.join()
     assert child.exitcode == 0
+    return result
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_forked_child_regression_uses_its_own_process_pool():
+def test_forked_child_regression_solves_a_batch():
+    """A forked child (a PyTorch DataLoader worker) solves batches after the
+    parent has: it had inherited the parent's thread pool without its threads,
+    and its first batch waited forever (found by a probe, 2026-12-04)."""
+    import numpy as np
+
+    layer = _simplex_layer(5)
+    values = np.random.default_rng(0).standard_normal((8, 5))
+    (expected,) = layer(values)  # the parent's pool now exists, with its threads
+    assert _parallel._POOL is not None
+    np.testing.assert_array_equal(_solved_in_forked_child(layer, values), expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_child_regression_solves_in_process_for_the_process_pool():
     """A layer built with executor="processes", called in a forked child after
     the parent used the pool: it hung (the layer held the parent's pool object)
     or, passed per call, raised ChildProcessError (the child inherits the
     parent's forkserver; found by a probe). The child solves in-process, the
     same answer, and exits."""
-    import multiprocessing
-
-    import cvxpy as cp
     import numpy as np
 
-    from conelayers import CvxpyLayer
-
-    n, B = 4, 6
-    x, y = cp.Variable(n), cp.Parameter(n)
-    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x - y)), [cp.sum(x) == 1, x >= 0]),
-                       parameters=[y], variables=[x], executor="processes")
-    values = np.random.default_rng(1).standard_normal((B, n))
+    layer = _simplex_layer(4, executor="processes")
+    values = np.random.default_rng(1).standard_normal((6, 4))
     (expected,) = layer(values)  # the parent's pool now exists, with its workers
-    context = multiprocessing.get_context("fork")
-    ours, theirs = context.Pipe(duplex=False)
-    child = context.Process(target=_solve_in_child, args=(layer, values, theirs))
-    child.start()
-    try:
-        assert ours.poll(120), "the forked child's batch did not finish within 120 s"
-        np.testing.assert_allclose(ours.recv(), expected, atol=1e-12)
-    finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    assert child.exitcode == 0
+    np.testing.assert_allclose(_solved_in_forked_child(layer, values), expected, atol=1e-12)
