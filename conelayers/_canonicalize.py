@@ -473,12 +473,14 @@ def _parameter_embedding(
     # (Raw segments of GP parameters, see ParameterSpec.raw, follow all the others.)
     raw_offset = sum(int(np.prod(p.shape, dtype=np.int64)) for p in parameters)
 
+    def used(pid: int) -> int | None:
+        """The id CVXPY's program knows parameter ``pid`` by, if it uses it."""
+        pid = param_id_map.get(pid, pid)
+        return pid if pid in param_prob.param_id_to_col else None
+
     def embed(pid: int, p: cp.Parameter, shape: tuple[int, ...], size: int,
               at: int) -> FloatArray | None:
-        """θ's segment ``at`` into CVXPY parameter ``pid``'s columns, if used."""
-        pid = param_id_map.get(pid, pid)
-        if pid not in param_prob.param_id_to_col:
-            return None
+        """θ's segment ``at`` into CVXPY parameter ``pid``'s columns; its mask."""
         col = param_prob.param_id_to_col[pid]
         r, c, v, mask = _lowering(p, shape, size, int(param_prob.param_id_to_size[pid]))
         rows.append(col + r)
@@ -492,26 +494,28 @@ def _parameter_embedding(
         size = int(np.prod(shape, dtype=np.int64))
         checks = tuple(a for a in _CHECKED_ATTRS if p.attributes.get(a) not in (None, False))
         log = p.id in gp_log_params
-        mask = embed(gp_log_params[p.id].id if log else p.id, p, shape, size, offset)
+        primary = used(gp_log_params[p.id].id if log else p.id)
+        mask = None if primary is None else embed(primary, p, shape, size, offset)
         raw = None
-        if log and param_prob.param_id_to_col.get(param_id_map.get(p.id, p.id)) is not None:
+        as_is = used(p.id) if log else None
+        if as_is is not None:
             # Used as it is too (an exponent, x**p, stays p under the log-log
             # transformation): a second segment, of the values themselves. It was
             # left unset, so x**p read as x**0, "optimal" (found by a probe).
             raw, raw_offset = raw_offset, raw_offset + size
-            raw_mask = embed(p.id, p, shape, size, raw)
+            raw_mask = embed(as_is, p, shape, size, raw)
             mask = raw_mask if mask is None else mask
         specs.append(ParameterSpec(str(p.name()), shape, offset, checks, log=log, mask=mask,
                                    raw=raw))
         offset += size
-    offset = raw_offset
+    columns = raw_offset  # (θ's length: every segment, the raw ones last)
     total = int(param_prob.total_param_size)
     rows.append(np.array([total]))  # constant column → constant column
-    cols.append(np.array([offset]))
+    cols.append(np.array([columns]))
     vals.append(np.array([1.0]))
     E = sp.csr_array(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(total + 1, offset + 1),
+        shape=(total + 1, columns + 1),
     )
     return specs, E
 

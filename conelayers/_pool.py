@@ -40,8 +40,8 @@ def _after_fork_in_child() -> None:
     child, and a new pool raised "ChildProcessError: No child processes"
     (found by a probe); a pool of its own would have outlived the child, whose
     exit waits for its workers."""
-    global _POOL, _LOCK, _FORKED
-    _POOL, _LOCK, _FORKED = None, threading.Lock(), True
+    global _POOL, _FORKED
+    _POOL, _FORKED = None, True  # (not the parent's: never used here)
 
 
 if hasattr(os, "register_at_fork"):

@@ -244,9 +244,15 @@ def test_half_precision_in_half_out_rounded_once(half, graph, rng):
         atol=1e-12)
 
 
+# float16 scores are coarse (a 10-bit mantissa), so two of them tie now and then,
+# and sparsemax at a tie on its support's boundary is a genuine kink, which the
+# layer reports (1 run in 4 or so failed on that warning, with Keras' unseeded
+# initial weights): expected here, and the weights seeded.
+@pytest.mark.filterwarnings("ignore::conelayers.DerivativeWarning")
 def test_keras_mixed_precision_policy_fits(rng):
     """Under the "mixed_float16" policy the Dense layer hands float16 scores
     to the optimization layer, which returns float16 probabilities."""
+    keras.utils.set_random_seed(0)
     n = 4
     simplex, z, x = _simplex(n)
     previous = keras.mixed_precision.global_policy()

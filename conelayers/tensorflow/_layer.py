@@ -237,14 +237,7 @@ def _differentiable_solve(layer: CvxpyLayer, tensors, dtype, call: _CallOptions)
             return _vjp(layer, key, xs, douts, dtype, n_params, call)
 
         def forward(*tangents):  # the JVP, for forward accumulators
-            tangents = [tf.zeros_like(x) if t is None else tf.cast(t, dtype)
-                        for x, t in zip(xs, tangents, strict=True)]
-            douts = _as_list(tf.numpy_function(
-                lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
-                [key, *xs, *tangents], [dtype] * len(outs), stateful=True))
-            for d, o in zip(douts, outs, strict=True):
-                d.set_shape(o.shape)
-            return douts
+            return _jvp_op(layer, call, key, xs, tangents, dtype, outs)
 
         grad_box.append((grad, forward))
         return outs, grad
@@ -322,13 +315,9 @@ def _vjp(layer, key, xs, douts, dtype, n_params, call):
     def backward(*upstream):  # d⟨w, VJP(u)⟩/du = J w; along the parameters: refused
         upstream = [tf.zeros_like(x) if w is None else w for x, w in zip(xs, upstream,
                                                                           strict=True)]
-        douts_ = _as_list(tf.numpy_function(
-            lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
-            [key, *xs, *upstream], [dtype] * n_outs, stateful=True))
-        for d, c in zip(douts_, douts, strict=True):
-            d.set_shape(c.shape)
-        return [*douts_, *(_second_order(w, x) if seen else None
-                           for w, x, seen in zip(upstream, xs, watched, strict=True))]
+        return [*_jvp_op(layer, call, key, xs, upstream, dtype, douts),
+                *(_second_order(w, x) if seen else None
+                  for w, x, seen in zip(upstream, xs, watched, strict=True))]
 
     def forward(*tangents):  # the VJP's tangent: VJP(du), plus a refusal along dθ
         du = [tf.zeros_like(d) if t is None else t for d, t in zip(douts, tangents[:n_outs],
@@ -349,6 +338,20 @@ def _vjp(layer, key, xs, douts, dtype, n_params, call):
                             lambda *upstream: backward(*upstream),
                             forward_function=lambda *tangents: forward(*tangents))
     return fresh
+
+
+def _jvp_op(layer, call, key, xs, tangents, dtype, likes) -> list[tf.Tensor]:
+    """The core's JVP at forward pass ``key`` as an op: parameter tangents
+    (None = 0) → output tangents, shaped like ``likes`` (the outputs)."""
+    tangents = [tf.zeros_like(x) if t is None else tf.cast(t, dtype)
+                for x, t in zip(xs, tangents, strict=True)]
+    np_dtype, n_params = dtype.as_numpy_dtype, len(xs)
+    douts = _as_list(tf.numpy_function(
+        lambda *a: layer._derivative_np(np_dtype, n_params, call, *a),
+        [key, *xs, *tangents], [dtype] * len(likes), stateful=True))
+    for d, like in zip(douts, likes, strict=True):
+        d.set_shape(like.shape)
+    return douts
 
 
 def _second_order(direction: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
