@@ -130,16 +130,19 @@ class CvxpyLayer:
         executor: Executor | str | None = None,
         chunk_size: int | None = None,
     ) -> None:
+        if solver is not None:
+            # (Before the canonicalization: cvxpylayers 0.1 code passing its
+            # fourth argument, `gp`, positionally has a GP, which would fail the
+            # DPP check and hide the advice on `gp`.)
+            check_solver_name(solver)
         self.program: ParametricConeProgram = canonicalize(
             problem, parameters, variables, gp=gp, canon_backend=canon_backend
         )
         if verbose:
             solver_args = {"verbose": True, **(solver_args or {})}
         given = split_solver_args(solver_args)
-        if solver is not None:
-            check_solver_name(solver)
-            if solver.upper() == DIFFCP:  # (cvxpylayers 1.2's default back-end)
-                solver = given.solver or "SCS"
+        if solver is not None and solver.upper() == DIFFCP:  # (cvxpylayers 1.2's default back-end)
+            solver = given.solver or "SCS"
         if solver is not None and given.solver is not None and (
             solver.upper() != given.solver.upper()
         ):

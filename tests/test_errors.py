@@ -88,8 +88,13 @@ def test_non_dpp_problem_names_the_part_and_starts_like_cvxpylayers():
 
 def test_unknown_solver(setup):
     with pytest.raises(ParameterError, match=r"`solver` 'GUROBI' is not a solver conelayers "
-                       r"knows; choose one of Clarabel, SCS, ECOS"):
+                       r"knows; choose one of Clarabel, SCS, ECOS, or 'DIFFCP' \(cvxpylayers' "
+                       r"diffcp back-end"):
         layer_of(setup, solver="GUROBI")
+    # (a cvxpylayers SolverInterface object: the names, DIFFCP among them)
+    with pytest.raises(ParameterError, match=r"must be a solver name, one of Clarabel, SCS, "
+                       r"ECOS, or 'DIFFCP'.*; got object"):
+        layer_of(setup, solver=object())
 
 
 def test_unknown_solver_option_is_rejected_at_construction(setup):

@@ -666,6 +666,29 @@ def test_cvxpylayers_0_1_readme_example_runs_through_the_import():
     assert gradA.shape == (m, n) and gradb.shape == (m,) and solution.dtype == tf.float32
 
 
+def test_constructor_takes_cvxpylayers_positional_order():
+    """cvxpylayers' later TensorFlow layer takes (problem, parameters,
+    variables, solver, gp, verbose, canon_backend, solver_args) positionally,
+    as its PyTorch layer does; keyword-only arguments made such code a
+    TypeError (found by running cvxpylayers' own TensorFlow tests). The GP's
+    value against CVXPY's solve(gp=True); cvxpylayers 0.1's fourth argument,
+    gp, is refused with the advice to name it."""
+    x, p = cp.Variable(pos=True), cp.Parameter(pos=True)
+    gp_problem = cp.Problem(cp.Minimize(x + 1 / x), [x >= p])
+    layer = CvxpyLayer(gp_problem, [p], [x], None, True, False, None, {"eps": 1e-10})
+    p.value = 2.0
+    gp_problem.solve(gp=True)
+    (out,) = layer(tf.constant(2.0, tf.float64))
+    np.testing.assert_allclose(out.numpy(), x.value, rtol=1e-6)
+    y, q = cp.Variable(2), cp.Parameter(2)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(y - q)), [y >= 0])
+    assert CvxpyLayer(problem, [q], [y], "ECOS").layer.solver == "ECOS"
+    assert CvxpyLayer(problem, [q], [y], "DIFFCP").layer.solver == "SCS"
+    with pytest.raises(ParameterError, match=r"got bool True \(cvxpylayers 0\.1's fourth "
+                       r"argument was `gp`"):
+        CvxpyLayer(gp_problem, [p], [x], True)
+
+
 def test_only_the_newest_pending_forward_pass_keeps_factors(rng):
     """A forward pass cannot tell whether a gradient follows, so each keeps
     refinement's factors for one until the next pass releases them: a run of

@@ -420,6 +420,10 @@ def test_cvxpylayers_constructor_calls_regression_keep_working():
     with pytest.raises(ParameterError, match=r"got bool True \(cvxpylayers 0\.1's fourth "
                        r"argument was `gp`"):
         CvxpyLayer(problem, [p], [x], True)
+    # ... also for a GP, the problem such code has, which failed the DPP check first
+    w, r = cp.Variable(pos=True), cp.Parameter(pos=True)
+    with pytest.raises(ParameterError, match=r"cvxpylayers 0\.1's fourth argument was `gp`"):
+        CvxpyLayer(cp.Problem(cp.Minimize(w + 1 / w), [w >= r]), [r], [w], True)
 
 
 def test_cvxpylayers_warm_start_argument(monkeypatch, rng):

@@ -29,16 +29,22 @@ def available_solvers() -> list[str]:
 DIFFCP = "DIFFCP"
 
 
+def _choices() -> str:
+    """The solver names a message offers: ours, and cvxpylayers' ``DIFFCP``."""
+    return (", ".join(c.name for c in SOLVERS.values())
+            + f", or {DIFFCP!r} (cvxpylayers' diffcp back-end: SCS, or the solver "
+            "named by solver_args['solve_method'])")
+
+
 def check_solver_name(name: object) -> str:
     """``name`` itself if it is a string; ``ParameterError`` naming `solver` if not."""
     if not isinstance(name, str):
         from .._errors import ParameterError
 
-        names = ", ".join(c.name for c in SOLVERS.values())
         hint = (" (cvxpylayers 0.1's fourth argument was `gp`: pass `gp=True` by name)"
                 if isinstance(name, bool) else "")
         raise ParameterError(
-            f"`solver` must be a solver name (one of {names}); got {type(name).__name__} "
+            f"`solver` must be a solver name, one of {_choices()}; got {type(name).__name__} "
             f"{name!r}{hint}."
         )
     return name
@@ -48,11 +54,10 @@ def get_solver(name: str) -> AbstractSolver:
     """The adapter for ``name`` (case-insensitive); ``ParameterError`` if unknown."""
     from .._errors import ParameterError
 
-    names = ", ".join(c.name for c in SOLVERS.values())
     cls = SOLVERS.get(check_solver_name(name).upper())
     if cls is None:
         raise ParameterError(
-            f"`solver` {name!r} is not a solver conelayers knows; choose one of {names}."
+            f"`solver` {name!r} is not a solver conelayers knows; choose one of {_choices()}."
         )
     if not cls.is_installed():
         raise ParameterError(

@@ -74,10 +74,13 @@ class CvxpyLayer:
     tensor of per-item status names (``conelayers.Status[name]``), follows.
     """
 
-    def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any], *,
-                 gp: bool = False, solver: str | None = None,
-                 solver_args: Mapping[str, Any] | None = None, throw: bool = True,
-                 verbose: bool = False, canon_backend: str | None = None,
+    def __init__(self, problem: Any, parameters: Sequence[Any], variables: Sequence[Any],
+                 # (the PyTorch layer's and cvxpylayers' later TensorFlow layer's
+                 # positional order; cvxpylayers 0.1's fourth, `gp`, is a bool,
+                 # which the solver check refuses with the advice to name it)
+                 solver: str | None = None, gp: bool = False, verbose: bool = False,
+                 canon_backend: str | None = None,
+                 solver_args: Mapping[str, Any] | None = None, *, throw: bool = True,
                  executor: Any = None, chunk_size: int | None = None) -> None:
         self.layer = core.CvxpyLayer(problem, parameters, variables, gp=gp, solver=solver,
                                      solver_args=solver_args, throw=throw, verbose=verbose,
