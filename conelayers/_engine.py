@@ -113,8 +113,9 @@ class Engine:
             if key not in self._solvers:
                 solver = get_solver(name)
                 solver.check_layout(self.program.layout)
-                self._solvers[key] = (solver, solver.prepare(self.program.layout,
-                                                             self.program.n))
+                self._solvers[key] = (solver, solver.prepare(
+                    self.program.layout, self.program.n,
+                    (self.program.A_indices, self.program.A_indptr)))
             return self._solvers[key]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -191,9 +191,12 @@ def test_chord_steps_match_full_newton(make, monkeypatch):
 def test_rank_revealing_step_matches_svd_refinement(monkeypatch):
     """At the solver's answer (accuracy ~1e-5: a soft SVD threshold) the first
     least-squares step is a rank-revealing QR's, whose null spaces seed the
-    next iterate's; refinement ends where the SVD step's refinement ends."""
+    next iterate's; refinement ends where the SVD step's refinement ends.
+    (Clarabel solves this program as a QP, to ~1e-10 at the default tolerance:
+    the solve is stopped at 1e-5 here, as SCS's or a loose tolerance's are.)"""
     prob, params, variables = _nnls_l1()
-    layer = conelayers.CvxpyLayer(prob, params, variables)
+    layer = conelayers.CvxpyLayer(prob, params, variables,
+                                  solver_args={"eps": 1e-5, "n_jobs_forward": 1})
     rng = np.random.default_rng(6)
     B = 8
     values = [rng.standard_normal((B, 30, 12)), rng.standard_normal((B, 30))]

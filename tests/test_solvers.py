@@ -448,7 +448,7 @@ def test_clarabel_update_gathers_the_values_the_row_selection_gives(rng):
     from conelayers._solvers.clarabel import _data_order, _ordered
 
     layout = ConeLayout.from_dims(nonneg=2, psd=(3,))
-    perm = ClarabelSolver().prepare(layout, 4)[1]
+    perm = ClarabelSolver().prepare(layout, 4).cone.perm
     assert perm is not None
     A0 = sp.random_array((layout.dim, 4), density=0.5, format="csc", rng=rng)
     A0.data[::3] = 0.0  # stored zeros stay stored
@@ -743,7 +743,7 @@ def test_clarabel_factors_large_programs_with_faer_unless_told_otherwise(rng, mo
               adapter._SMALL_EPS)]
     for (A, b, c, x0, y0, s0), lay, extra, method, tol in cases:
         prepared = solver.prepare(lay, A.shape[1])
-        if method == "faer" and not prepared[3]:
+        if method == "faer" and not prepared.faer:
             pytest.skip("this Clarabel build has no faer")
         raw = solver.solve(prepared, A, b, c, {**options, **extra})
         assert used[-1] == method and tols[-1] == tol

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._cones import Cone, ConeLayout
 from .._errors import ParameterError, Status
-from .._typing import CSC, FloatArray
+from .._typing import CSC, FloatArray, IntArray
 
 __all__ = ["PORTABLE_OPTIONS", "AbstractSolver", "ItemSolve", "Range", "RawSolution"]
 
@@ -237,11 +237,13 @@ class AbstractSolver(abc.ABC):
         return lambda A, b, c: self.solve(prepared, A, b, c, options)
 
     @abc.abstractmethod
-    def prepare(self, layout: ConeLayout, n: int) -> Any:
+    def prepare(self, layout: ConeLayout, n: int,
+                pattern: tuple[IntArray, IntArray] | None = None) -> Any:
         """Everything about the solver's input that depends only on the structure.
 
-        Called once per layout (at layer construction); the result is passed to
-        every :meth:`solve`. Must not depend on A, b, c values.
+        Called once per program (at its first solve); the result is passed to
+        every :meth:`solve`. ``pattern``: A's CSC pattern ``(indices, indptr)``
+        where known (None: any). Must not depend on A, b, c values.
         """
 
     @abc.abstractmethod

@@ -59,7 +59,7 @@ class ECOSSolver(AbstractSolver):
             return str(exc)
         return None
 
-    def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
+    def prepare(self, layout: ConeLayout, n: int, pattern: Any = None) -> dict[str, Any]:
         zero = layout.count(Zero)
         # ECOS orders each exponential cone (x, z, y) where we (and SCS) use
         # (x, y, z): swap the last two rows of every cone. The swap is its own inverse.

@@ -63,7 +63,7 @@ class SCSSolver(AbstractSolver):
             return str(exc)
         return None
 
-    def prepare(self, layout: ConeLayout, n: int) -> dict[str, Any]:
+    def prepare(self, layout: ConeLayout, n: int, pattern: Any = None) -> dict[str, Any]:
         return layout.to_scs()
 
     def solve(
