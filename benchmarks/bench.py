@@ -107,14 +107,18 @@ CONSTRUCT_REPEATS = 7
 
 def solver_alone(bp, values, repeats) -> dict[str, float]:
     """Per-item ms of the raw solves alone, one thread, median over ``repeats``
-    passes over the batch: {solver: ms} for ``FLOOR_SOLVERS`` at their defaults."""
+    passes over the batch: {solver: ms} for ``FLOOR_SOLVERS`` at their defaults,
+    each given the program as the layer gives it (Clarabel: squared terms as a
+    QP, see conelayers._epigraph; SCS: the cone program, as cvxpylayers does)."""
     core = conelayers.CvxpyLayer(bp.problem, bp.parameters, bp.variables)
     program = core.program
     A_vals, b, c, _ = program.apply(check_values(program.parameters, values).theta)
     B, out = A_vals.shape[0], {}
     for name in FLOOR_SOLVERS:
         solver = get_solver(name)
-        prepared, options = solver.prepare(program.layout, program.n), dict(solver.defaults)
+        prepared = solver.prepare(program.layout, program.n,
+                                  (program.A_indices, program.A_indptr))
+        options = dict(solver.defaults)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
