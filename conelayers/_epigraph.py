@@ -31,6 +31,7 @@ an item where they fail is solved as the cone program it is.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,74 +49,88 @@ class Lifting:
 
     Per epigraph block k: ``heads[k]`` its first row, ``columns[k]`` t's column,
     ``entries[k]`` the positions in A's stored values of t's entries in the two
-    head rows, ``tails[k]`` its tail rows. The QP's rows are the program's
-    ``rows`` (in order), its columns the program's ``columns_kept`` then the
-    u's (block by block, tail row by tail row); its A has the stored pattern
-    ``indices, indptr`` whose values are A's stored values at ``source`` where
-    ``from_A``, else 1 (E). ``zero_rows`` marks the QP rows whose cone became {0}.
+    head rows, ``tails[k]`` its tail rows (``heads[k] + 2`` up to the cone's
+    end). The QP's rows are the program's ``rows`` (in order), its columns the
+    program's ``columns_kept`` then the u's (block by block, tail row by tail
+    row); its A has the stored pattern ``indices, indptr``, whose values are
+    ``[A's stored values, 1][gather]`` (the 1: E's entries). ``zero_rows``
+    marks the QP rows whose cone became {0}.
+
+    An item's QP is formed (and its answer mapped back) once per solve, beside
+    a solve of a small program of ~0.1–0.3 ms: so the per-block work is plain
+    Python on floats, and the arrays are gathered in one call each.
     """
 
     heads: IntArray
     columns: IntArray
     entries: IntArray  # (K, 2)
-    tails: tuple[IntArray, ...]
+    tails: tuple[range, ...]
     rows: IntArray
     columns_kept: IntArray
     indices: IntArray
     indptr: IntArray
-    source: IntArray
-    from_A: BoolArray
+    gather: IntArray
     zero_rows: BoolArray
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rows.size, self.indptr.size - 1
 
-    @property
-    def tail_sizes(self) -> IntArray:
-        return np.array([t.size for t in self.tails])
+    @functools.cached_property
+    def _blocks(self) -> tuple[tuple[int, int, int, int, int, int, int, int], ...]:
+        """Per block, as Python ints: t's two entries, the head row, t's
+        column, the block's u's in the QP's x, its tail rows."""
+        start, out = self.columns_kept.size, []
+        for (lower, upper), head, column, tail in zip(
+                self.entries.tolist(), self.heads.tolist(), self.columns.tolist(), self.tails,
+                strict=True):
+            out.append((lower, upper, head, column, start, start + len(tail), tail.start,
+                        tail.stop))
+            start += len(tail)
+        return tuple(out)
 
     def applies(self, A: CSC, b: FloatArray, c: FloatArray) -> bool:
-        """Whether every block is an epigraph for this item's values."""
-        lower, upper = A.data[self.entries[:, 0]], A.data[self.entries[:, 1]]
-        beta = b[self.heads]
-        return bool(np.all((upper > 0) & (lower == -upper) & (b[self.heads + 1] == beta)
-                           & (beta > 0) & (c[self.columns] >= 0)))
-
-    def weights(self, A: CSC, b: FloatArray, c: FloatArray) -> FloatArray:
-        """μ = c_t / (2aβ) per block: the QP's diagonal on its u's."""
-        return c[self.columns] / (2.0 * A.data[self.entries[:, 1]] * b[self.heads])
+        """Whether every block is an epigraph for this item's values: t's two
+        entries ∓a with a > 0, the heads' b both β > 0, t's cost ≥ 0."""
+        data = A.data
+        for lower, upper, head, column, *_ in self._blocks:
+            a, beta = data[upper], b[head]
+            if not (a > 0 and data[lower] == -a and b[head + 1] == beta and beta > 0
+                    and c[column] >= 0):
+                return False
+        return True
 
     def data(self, A: CSC, b: FloatArray, c: FloatArray
-             ) -> tuple[FloatArray, CSC, FloatArray, FloatArray]:
-        """The QP's (P's diagonal on the u's, A, b, c) for an item where it
-        :meth:`applies`."""
-        values = np.ones(self.source.size)
-        values[self.from_A] = A.data[self.source[self.from_A]]
-        A_qp = sp.csc_array((values, self.indices, self.indptr), shape=self.shape)
+             ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """The QP's (P's diagonal on the u's, A's stored values, b, c) for an
+        item where it :meth:`applies`; P's diagonal is μ = c_t / (2aβ) on
+        each block's u's."""
+        data = A.data
+        weights = np.empty(self.shape[1] - self.columns_kept.size)
+        for _, upper, head, column, start, stop, _, _ in self._blocks:
+            weights[start - self.columns_kept.size : stop - self.columns_kept.size] = (
+                c[column] / (2.0 * data[upper] * b[head]))
         c_qp = np.zeros(self.shape[1])
         c_qp[: self.columns_kept.size] = c[self.columns_kept]
-        return np.repeat(self.weights(A, b, c), self.tail_sizes), A_qp, b[self.rows], c_qp
+        return weights, np.append(data, 1.0)[self.gather], b[self.rows], c_qp
 
     def solution(self, A: CSC, b: FloatArray, c: FloatArray, x_qp: FloatArray,
                  y_qp: FloatArray, s_qp: FloatArray, n: int, m: int
                  ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """The cone program's (x, y, s) from the QP's answer (see the module doc)."""
         x, y, s = np.empty(n), np.empty(m), np.empty(m)
-        n_kept = self.columns_kept.size
-        x[self.columns_kept] = x_qp[:n_kept]
+        x[self.columns_kept] = x_qp[: self.columns_kept.size]
         y[self.rows], s[self.rows] = y_qp, s_qp
-        a, beta = A.data[self.entries[:, 1]], b[self.heads]
-        mu = self.weights(A, b, c)
-        start = n_kept
-        for k, tail in enumerate(self.tails):
-            u = x_qp[start : start + tail.size]
-            start += tail.size
-            t = float(u @ u) / (4.0 * a[k] * beta[k])
-            head = self.heads[k]
-            x[self.columns[k]] = t
-            s[head], s[head + 1], s[tail] = beta[k] + a[k] * t, beta[k] - a[k] * t, u
-            y[head], y[head + 1] = mu[k] * s[head], -mu[k] * s[head + 1]
+        data = A.data
+        for _, upper, head, column, start, stop, first, last in self._blocks:
+            a, beta = float(data[upper]), float(b[head])
+            u = x_qp[start:stop]
+            t = float(u @ u) / (4.0 * a * beta)
+            mu = float(c[column]) / (2.0 * a * beta)
+            x[column] = t
+            s[head], s[head + 1] = beta + a * t, beta - a * t
+            y[head], y[head + 1] = mu * (beta + a * t), -mu * (beta - a * t)
+            s[first:last] = u
         return x, y, s
 
 
@@ -137,7 +152,7 @@ def lifting(layout: ConeLayout, n: int, indices: IntArray, indptr: IntArray) -> 
         heads.append(offset)
         columns.append(j)
         entries.append((first, second))
-        tails.append(np.arange(offset + 2, offset + cone.dim))
+        tails.append(range(offset + 2, offset + cone.dim))
     if not heads:
         return None
     dropped = np.zeros(m, dtype=bool)
@@ -151,7 +166,7 @@ def lifting(layout: ConeLayout, n: int, indices: IntArray, indptr: IntArray) -> 
     # The QP's A: the program's pattern on the kept rows and columns, tagged with
     # 1 + each entry's position in A's stored values, then E's entries tagged -1.
     tags = sp.csc_array((np.arange(1.0, indices.size + 1.0), indices, indptr), shape=(m, n))
-    tail_rows = np.concatenate(tails)
+    tail_rows = np.concatenate([np.arange(t.start, t.stop) for t in tails])
     E = sp.csc_array((np.full(tail_rows.size, -1.0),
                       (position[tail_rows], np.arange(tail_rows.size))),
                      shape=(rows.size, tail_rows.size))
@@ -164,5 +179,5 @@ def lifting(layout: ConeLayout, n: int, indices: IntArray, indptr: IntArray) -> 
         heads=np.array(heads), columns=np.array(columns), entries=np.array(entries),
         tails=tuple(tails), rows=rows, columns_kept=columns_kept,
         indices=A_qp.indices.copy(), indptr=A_qp.indptr.copy(),
-        source=np.maximum(tag - 1.0, 0.0).astype(np.intp), from_A=tag > 0, zero_rows=zero_rows,
+        gather=np.where(tag > 0, tag - 1.0, indices.size).astype(np.intp), zero_rows=zero_rows,
     )

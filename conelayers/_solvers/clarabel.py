@@ -370,34 +370,34 @@ class _Form:
     P: CSC
     lifting: Lifting | None = None
 
-    def _lifted(self, A: CSC, b: FloatArray, c: FloatArray
-                ) -> tuple[FloatArray | None, CSC, FloatArray, FloatArray]:
-        if self.lifting is None:
-            return None, A, b, c
-        return self.lifting.data(A, b, c)
-
     def native(self, A: CSC, b: FloatArray, c: FloatArray
                ) -> tuple[CSC, CSC, FloatArray, FloatArray]:
         """The item's (P, A, b, q) as Clarabel takes them."""
-        weights, A, b, c = self._lifted(A, b, c)
+        P = self.P
+        if self.lifting is not None:
+            weights, values, b, c = self.lifting.data(A, b, c)
+            lifted = self.lifting
+            A = sp.csc_array((values, lifted.indices, lifted.indptr), shape=lifted.shape)
+            P = sp.csc_array((weights, P.indices, P.indptr), shape=P.shape)
         A, b = _ordered(self.perm, A, b)
-        P = self.P if weights is None else sp.csc_array(
-            (weights, self.P.indices, self.P.indptr), shape=self.P.shape)
         return P, A, b, c
 
     def data_order(self, A: CSC) -> np.ndarray | None:
         """:func:`_data_order` of this form's A for an item of pattern ``A``."""
         if self.lifting is None:
             return _data_order(self.perm, A)
+        lifted = self.lifting
         return _data_order(self.perm, sp.csc_array(
-            (np.ones(self.lifting.indices.size), self.lifting.indices, self.lifting.indptr),
-            shape=self.lifting.shape))
+            (np.ones(lifted.indices.size), lifted.indices, lifted.indptr), shape=lifted.shape))
 
     def update(self, A: CSC, b: FloatArray, c: FloatArray, order: np.ndarray | None
                ) -> dict[str, Any]:
         """The item's data as a set-up solver's ``update`` takes it."""
-        weights, A, b, c = self._lifted(A, b, c)
-        data = {"A": A.data if order is None else A.data[order],
+        if self.lifting is None:
+            weights, values = None, A.data
+        else:
+            weights, values, b, c = self.lifting.data(A, b, c)
+        data = {"A": values if order is None else values[order],
                 "b": b if self.perm is None else b[self.perm], "q": c}
         if weights is not None:
             data["P"] = weights
