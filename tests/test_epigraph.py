@@ -187,6 +187,14 @@ def test_items_the_qp_does_not_serve_are_solved_as_cone_programs(monkeypatch):
     adapter.solve(prepared, changed, b, c, options)  # (its status is the cone program's)
     assert forms == ["cone"]
     assert adapter.solve(prepared, A, b, c, options).status.ok and forms == ["cone", "qp"]
+    # The same in a call's set-up solvers (seeded on a QP item): the changed
+    # item is solved afresh as the cone program, the others updated as QPs.
+    solve = adapter.solving(prepared, adapter.for_refinement(options, A.nnz),
+                            lambda: (A, b, c))
+    forms.clear()
+    assert solve(A, b, c).status.ok and forms == []
+    solve(changed, b, c)
+    assert forms == ["cone"]
 
 
 @pytest.mark.parametrize("refine", [0, 3])
