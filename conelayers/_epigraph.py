@@ -170,7 +170,7 @@ def lifting(layout: ConeLayout, n: int, indices: IntArray, indptr: IntArray) -> 
     E = sp.csc_array((np.full(tail_rows.size, -1.0),
                       (position[tail_rows], np.arange(tail_rows.size))),
                      shape=(rows.size, tail_rows.size))
-    A_qp = sp.hstack([tags[rows][:, columns_kept], E], format="csc")
+    A_qp = sp.csc_array(sp.hstack([tags[rows][:, columns_kept], E], format="csc"))
     A_qp.sort_indices()
     tag = A_qp.data
     zero_rows = np.zeros(rows.size, dtype=bool)

@@ -152,7 +152,8 @@ class ClarabelSolver(AbstractSolver):
                      sp.csc_array((n, n)))
         qp = None
         lifted = lifting(layout, n, *pattern) if pattern is not None else None
-        if lifted is not None and _solves_as_qp(lifted, n, pattern[0].size):
+        if pattern is not None and lifted is not None and _solves_as_qp(lifted, n,
+                                                                         pattern[0].size):
             position = np.full(layout.dim, -1)
             position[lifted.rows] = np.arange(lifted.rows.size)
             perm = None if cone.perm is None else position[cone.perm[lifted.rows]]
@@ -173,7 +174,7 @@ class ClarabelSolver(AbstractSolver):
         import clarabel
 
         spent = 0
-        if prepared.qp is not None and prepared.qp.lifting.applies(A, b, c):
+        if prepared.qp is not None and prepared.qp.serves(A, b, c):
             raw = prepared.qp.fresh(clarabel, A, b, c, prepared.faer, options)
             if raw.status.ok:
                 return raw
@@ -276,7 +277,7 @@ class _Updated:
         # make its epigraphs ones) and _data_order of its pattern.
         A, b, c = seed()
         qp = prepared.qp
-        self._form = qp if qp is not None and qp.lifting.applies(A, b, c) else prepared.cone
+        self._form = qp if qp is not None and qp.serves(A, b, c) else prepared.cone
         self._order = self._form.data_order(A)
 
     def _solver(self) -> Any:
@@ -295,7 +296,7 @@ class _Updated:
 
     def __call__(self, A: CSC, b: FloatArray, c: FloatArray) -> RawSolution:
         solver, form = self._solver(), self._form
-        if solver is not False and (form.lifting is None or form.lifting.applies(A, b, c)):
+        if solver is not False and form.serves(A, b, c):
             solver.update(**form.update(A, b, c, self._order))
             raw = form.answer(solver.solve(), A, b, c)
             if raw.status.ok:
@@ -369,6 +370,11 @@ class _Form:
     perm: np.ndarray | None
     P: CSC
     lifting: Lifting | None = None
+
+    def serves(self, A: CSC, b: FloatArray, c: FloatArray) -> bool:
+        """Whether this form solves the item (the QP's: where its values make
+        every block an epigraph, :meth:`Lifting.applies`)."""
+        return self.lifting is None or self.lifting.applies(A, b, c)
 
     def native(self, A: CSC, b: FloatArray, c: FloatArray
                ) -> tuple[CSC, CSC, FloatArray, FloatArray]:
